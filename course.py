@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""The course's commands, in plain Python so they work the same on Linux, macOS and Windows.
+
+    python3 course.py start       install everything into .venv (first time only) and open JupyterLab
+    python3 course.py test        run the library's tests and every notebook (fast mode, offline)
+    python3 course.py install     install only (what CI does); --instructor adds the grading tools
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".course-installed"
+REQUIREMENT_FILES = ["requirements.txt"]
+INSTRUCTOR_FILES = ["requirements-instructor.txt"]
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _wanted(instructor: bool) -> str:
+    files = REQUIREMENT_FILES + (INSTRUCTOR_FILES if instructor else []) + ["pyproject.toml"]
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def install(instructor: bool = False) -> None:
+    """Create .venv and install the requirements and course_lib (editable), unless already done."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"The course needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+    wanted = _wanted(instructor)
+    if STAMP.exists() and STAMP.read_text() in (wanted, _wanted(True)):
+        return  # already installed (an instructor install also covers the learner's)
+    if not venv_python().exists():
+        print(f"Creating {VENV} ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    py = str(venv_python())
+    reqs = [arg for name in REQUIREMENT_FILES + (INSTRUCTOR_FILES if instructor else []) for arg in ("-r", name)]
+    print("Installing the course's packages (a few minutes the first time) ...", flush=True)
+    subprocess.run([py, "-m", "pip", "install", "--disable-pip-version-check", *reqs], cwd=ROOT, check=True)
+    subprocess.run([py, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-e", "."],
+                   cwd=ROOT, check=True)
+    STAMP.write_text(wanted)
+
+
+def start(lab_args: list[str]) -> None:
+    install()
+    os.chdir(ROOT)
+    cmd = [str(venv_python()), "-m", "jupyter", "lab", "notebooks", *lab_args]
+    if os.name == "nt":
+        sys.exit(subprocess.call(cmd))
+    os.execv(cmd[0], cmd)
+
+
+def test(pytest_args: list[str]) -> int:
+    """pytest on tests/ and nbval on notebooks/, in fast mode and offline (CI runs exactly this)."""
+    install()
+    env = dict(os.environ, COURSE_FAST="1", COURSE_OFFLINE="1", MPLBACKEND="Agg")
+    cmd = [str(venv_python()), "-m", "pytest", "tests", "notebooks",
+           "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600", "-p", "no:cacheprovider",
+           *pytest_args]
+    return subprocess.call(cmd, cwd=ROOT, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("start", help="install if needed, then open JupyterLab (extra args go to jupyter lab)")
+    sub.add_parser("test", help="run all tests (extra args go to pytest)")
+    inst = sub.add_parser("install", help="install only")
+    inst.add_argument("--instructor", action="store_true", help="also install the grading tools (nbgrader)")
+    args, extra = parser.parse_known_args()
+    if args.command == "start":
+        start(extra)
+    elif args.command == "test":
+        sys.exit(test(extra))
+    else:
+        install(instructor=args.instructor)
+
+
+if __name__ == "__main__":
+    main()

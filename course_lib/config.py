@@ -1,0 +1,121 @@
+"""Course-wide settings, each read from the environment in exactly one place.
+
+COURSE_FAST=1        fast mode: lessons shrink data and epochs but run the same code (CI uses it).
+COURSE_DEVICE=cpu    force a device (cpu, cuda, cuda:1, mps); default: CUDA, then MPS, then CPU.
+COURSE_DATA_DIR=...  where datasets, caches and checkpoints land; default: the project's data/.
+COURSE_OFFLINE=1     never try to download (tests and CI set it).
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FAST_ENV = "COURSE_FAST"
+DEVICE_ENV = "COURSE_DEVICE"
+DATA_DIR_ENV = "COURSE_DATA_DIR"
+OFFLINE_ENV = "COURSE_OFFLINE"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def fast_mode() -> bool:
+    """True when COURSE_FAST is set: smaller data, fewer epochs, same code paths."""
+    return _flag(FAST_ENV)
+
+
+def offline() -> bool:
+    """True when downloads must not be attempted (COURSE_OFFLINE=1)."""
+    return _flag(OFFLINE_ENV)
+
+
+def pick(normal, fast):
+    """The value for the current mode: `normal` in a full run, `fast` under COURSE_FAST."""
+    return fast if fast_mode() else normal
+
+
+def get_device(override: str | None = None) -> torch.device:
+    """CUDA, then Apple MPS, then CPU; `override` or COURSE_DEVICE wins when given."""
+    wanted = override or os.environ.get(DEVICE_ENV, "").strip()
+    if wanted:
+        device = torch.device(wanted)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"{DEVICE_ENV}={wanted!r} asks for CUDA, but torch sees no CUDA device. "
+                f"Unset {DEVICE_ENV} to use the CPU, or install a CUDA build of torch."
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(f"{DEVICE_ENV}={wanted!r} asks for MPS, which is not available here.")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def data_dir() -> Path:
+    """Datasets, caches and checkpoints: COURSE_DATA_DIR, else the project's data/ folder."""
+    path = Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def physical_cores() -> int:
+    """Physical cores: hyper-threads slow CPU convolutions down rather than up."""
+    cores, phys = set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    cores.add((phys, line.split(":")[1].strip()))
+    except OSError:
+        pass
+    return len(cores) or os.cpu_count() or 1
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed python, numpy and torch (and CUDA); returns a torch Generator for loaders."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torch.device:
+    """A lesson's setup cell: seed, pick the device, set CPU threads, print a summary."""
+    seed_everything(seed)
+    dev = get_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(physical_cores())
+    if not quiet:
+        print(summary(dev))
+    return dev
+
+
+def summary(device: torch.device | None = None) -> str:
+    """One short block of facts a learner should see before a lesson starts."""
+    import torchvision
+
+    dev = device or get_device()
+    name = dev.type
+    if dev.type == "cuda":
+        name = f"cuda ({torch.cuda.get_device_name(dev)})"
+    lines = [
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+        f"device: {name}   CPU threads: {torch.get_num_threads()}",
+        f"fast mode: {'ON (' + FAST_ENV + '=1)' if fast_mode() else 'off'}",
+        f"data dir: {data_dir()}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,473 @@
+"""CIFAR-10 and image folders as uint8 tensors: decoded once, cached on disk, batched and augmented on the device.
+
+Per-sample PIL work in a DataLoader costs more than a small network's forward pass on a CPU, so the
+course keeps a whole dataset as one (N, 3, H, W) uint8 tensor and does crop/flip/resize/normalize on
+whole batches (the idea of KellerJordan/cifar10-airbench).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import config
+from .storage import atomic_torch_save, fingerprint
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+
+CIFAR10_ENV = "COURSE_CIFAR10"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_CACHE_VERSION = 1
+
+
+class DataError(RuntimeError):
+    """Data missing, corrupt or in the wrong layout; the message says what to do."""
+
+
+@dataclass
+class ImageData:
+    """Images as one uint8 tensor (N, 3, H, W), int64 labels (N,) and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 (N, 3, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images")
+        self.classes = list(self.classes)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __repr__(self) -> str:
+        h, w = self.images.shape[-2:]
+        return f"ImageData({len(self)} images {h}x{w}, {len(self.classes)} classes)"
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> "ImageData":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageData(self.images[idx], self.labels[idx], self.classes)
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=len(self.classes))
+
+
+@dataclass
+class Splits:
+    """A dataset's official train and test parts."""
+
+    train: ImageData
+    test: ImageData
+
+
+# ----------------------------------------------------------------------------------------- sources
+def load_cifar10(source: str | Path | None = None, *, download: bool | None = None,
+                 cache: bool = True, progress: bool = True) -> Splits:
+    """CIFAR-10 from the first source that works, decoded once and cached under the data dir.
+
+    Order: an explicit `source` (or COURSE_CIFAR10); a torchvision-format copy in the data dir
+    (cifar-10-batches-py/ or cifar-10-python.tar.gz); an ImageFolder copy there (cifar10/ or
+    cifar10-jpeg.tar.gz); else torchvision's download (skipped when offline), which writes the
+    torchvision-format copy. An online user gets the download; an offline one a local copy.
+    """
+    root = config.data_dir()
+    given = source or os.environ.get(CIFAR10_ENV)
+    path = Path(given).expanduser() if given else None
+    if path is not None and not path.exists():
+        raise DataError(f"CIFAR-10 source {path} does not exist (from {'the call' if source else CIFAR10_ENV}). "
+                        "Point it at cifar-10-python.tar.gz, cifar-10-batches-py/, or an ImageFolder folder/.tar.gz.")
+    if path is None:
+        path = _find_local_cifar10(root)
+    if path is None:
+        path = _download_cifar10(root, download)
+    splits = _load_cached(path, size=32, cache=cache, progress=progress)
+    if len(splits.train.classes) != 10:
+        raise DataError(f"{path} holds {len(splits.train.classes)} classes, not CIFAR-10's 10: {splits.train.classes}")
+    return splits
+
+
+def load_image_folder(path: str | Path, size: int = 64, *, cache: bool = True, progress: bool = True) -> Splits:
+    """Any ImageFolder tree or .tar.gz of one (train/<class>/*, test/<class>/*), images of any size.
+
+    Each image is resized (shorter side to `size`, then a centre crop) when decoded.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path} does not exist. Expected a folder or .tar.gz with train/<class>/* and test/<class>/*.")
+    return _load_cached(path, size=size, cache=cache, progress=progress)
+
+
+def _find_local_cifar10(root: Path) -> Path | None:
+    for name in ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz"):
+        if (root / name).exists():
+            return root / name
+    return None
+
+
+def _download_cifar10(root: Path, download: bool | None) -> Path:
+    where = (f"  - torchvision's cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/) in {root}\n"
+             f"  - an ImageFolder copy (train/<class>/*.jpg, test/<class>/*.jpg) as {root / 'cifar10'} "
+             f"or {root / 'cifar10-jpeg.tar.gz'}\n"
+             f"  - or set {CIFAR10_ENV}=/path/to/either, or {config.DATA_DIR_ENV} to a folder holding one.")
+    if download is None:
+        download = not config.offline()
+    if not download:
+        raise DataError(f"CIFAR-10 was not found and downloading is off ({config.OFFLINE_ENV}=1). Put one of these in place:\n{where}")
+    import torchvision
+
+    try:
+        for train in (True, False):
+            torchvision.datasets.CIFAR10(str(root), train=train, download=True)
+    except Exception as e:  # network errors come in many types
+        raise DataError(f"Downloading CIFAR-10 failed ({type(e).__name__}: {e}). "
+                        f"If this machine is offline, put one of these in place:\n{where}") from e
+    return root / "cifar-10-batches-py"
+
+
+def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
+    cache_file = None
+    if cache:
+        key = fingerprint(path)
+        stem = path.name.replace(".tar.gz", "").replace(".tgz", "")
+        cache_file = config.data_dir() / "cache" / f"{stem}-{size}px-v{_CACHE_VERSION}-{key}.pt"
+        if cache_file.exists():
+            try:
+                blob = torch.load(cache_file, mmap=True, weights_only=True)
+                return Splits(ImageData(blob["train_images"], blob["train_labels"], blob["classes"]),
+                              ImageData(blob["test_images"], blob["test_labels"], blob["classes"]))
+            except Exception:
+                cache_file.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
+    splits = _decode_source(path, size, progress)
+    if cache_file is not None:
+        for stale in cache_file.parent.glob(f"{stem}-{size}px-*.pt"):
+            stale.unlink(missing_ok=True)
+        atomic_torch_save({"train_images": splits.train.images, "train_labels": splits.train.labels,
+                           "test_images": splits.test.images, "test_labels": splits.test.labels,
+                           "classes": splits.train.classes}, cache_file)
+    return splits
+
+
+def _decode_source(path: Path, size: int, progress: bool) -> Splits:
+    try:
+        if path.is_dir():
+            if (path / "data_batch_1").exists():
+                return _read_torchvision_batches(lambda name: open(path / name, "rb"))
+            if (path / "cifar-10-batches-py" / "data_batch_1").exists():
+                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb"))
+            return _decode_image_files(_folder_files(path), size, progress, str(path))
+        if not tarfile.is_tarfile(path):
+            raise DataError(f"{path} is neither a folder nor a readable .tar.gz archive. Re-download or re-copy it.")
+        with tarfile.open(path, "r:*") as tar:
+            names = tar.getnames()
+            batches = [n for n in names if n.endswith("/data_batch_1") or n == "data_batch_1"]
+            if batches:
+                prefix = batches[0][: -len("data_batch_1")]
+                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name))
+            return _decode_image_files(_tar_files(tar), size, progress, str(path))
+    except DataError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError, zlib.error) as e:
+        raise DataError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}). "
+                        "Delete it and download or copy it again.") from e
+
+
+def _read_torchvision_batches(open_member) -> Splits:
+    """torchvision's CIFAR-10 format: pickled dicts of 10,000 flattened images each."""
+    def read(names):
+        images, labels = [], []
+        for name in names:
+            f = open_member(name)
+            if f is None:
+                raise DataError(f"{name} is missing from the torchvision-format CIFAR-10 copy.")
+            with f:
+                entry = pickle.load(f, encoding="latin1")
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(entry["labels"])
+        return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
+
+    with open_member("batches.meta") as f:
+        classes = pickle.load(f, encoding="latin1")["label_names"]
+    train = read([f"data_batch_{i}" for i in range(1, 6)])
+    test = read(["test_batch"])
+    return Splits(ImageData(*train, classes), ImageData(*test, classes))
+
+
+def _folder_files(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
+    for split in ("train", "test"):
+        base = root / split
+        if not base.is_dir():
+            raise DataError(f"{root} has no {split}/ folder. Expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg.")
+        for p in sorted(base.glob("*/*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                yield split, p.parent.name, p.name, p.read_bytes()
+
+
+def _tar_files(tar: tarfile.TarFile) -> Iterator[tuple[str, str, str, bytes]]:
+    for member in tar:
+        parts = Path(member.name).parts
+        if not member.isfile() or len(parts) < 3 or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        split, cls, name = parts[-3:]
+        if split in ("train", "test"):
+            yield split, cls, name, tar.extractfile(member).read()
+
+
+def _decode_image_files(files: Iterator[tuple[str, str, str, bytes]], size: int, progress: bool, where: str) -> Splits:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    from tqdm.auto import tqdm
+
+    records = {"train": [], "test": []}
+    for split, cls, name, blob in tqdm(files, desc=f"decoding {Path(where).name}", unit=" img",
+                                       disable=not progress, mininterval=1.0):
+        try:
+            with Image.open(io.BytesIO(blob)) as img:
+                img = img.convert("RGB")
+                if img.size != (size, size):  # shorter side to `size`, then a centre crop
+                    img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
+                pixels = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"{where}: {split}/{cls}/{name} is not a readable image ({e}). Remove or replace it.") from e
+        records[split].append((cls, name, pixels))
+    if not records["train"] or not records["test"]:
+        raise DataError(f"{where} has no images under train/<class>/ or test/<class>/ "
+                        f"(found {len(records['train'])} train, {len(records['test'])} test).")
+    classes = sorted({cls for cls, _, _ in records["train"]})
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for split in ("train", "test"):
+        recs = sorted(records[split], key=lambda r: (r[0], r[1]))
+        unknown = {cls for cls, _, _ in recs} - set(classes)
+        if unknown:
+            raise DataError(f"{where}: test classes {sorted(unknown)} have no train folder.")
+        out.append(ImageData(torch.stack([r[2] for r in recs]),
+                             torch.tensor([index[r[0]] for r in recs], dtype=torch.long), classes))
+    return Splits(*out)
+
+
+# ------------------------------------------------------------------------------- splits, subsets
+def train_val_split(data: ImageData, n_val: int = 5000, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """A stratified validation set carved from the training set (the test set is never for selection)."""
+    if not 0 < n_val < len(data):
+        raise ValueError(f"n_val must be between 1 and {len(data) - 1}, got {n_val}")
+    gen = torch.Generator().manual_seed(seed)
+    counts = data.class_counts().tolist()
+    exact = [n_val * c / len(data) for c in counts]
+    take = [math.floor(x) for x in exact]
+    for i in sorted(range(len(counts)), key=lambda i: exact[i] - take[i], reverse=True)[: n_val - sum(take)]:
+        take[i] += 1
+    val_idx, train_idx = [], []
+    for c, k in enumerate(take):
+        idx = torch.nonzero(data.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        val_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return data.subset(torch.cat(train_idx).sort().values), data.subset(torch.cat(val_idx).sort().values)
+
+
+def per_class(data: ImageData, n: int, seed: int = 0) -> ImageData:
+    """n images of every class (few-label experiments), the same ones for the same seed."""
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c, name in enumerate(data.classes):
+        idx = torch.nonzero(data.labels == c).flatten()
+        if len(idx) < n:
+            raise ValueError(f"class {name!r} has only {len(idx)} images, fewer than the {n} asked for")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
+    return data.subset(torch.cat(chosen).sort().values)
+
+
+def select_classes(data: ImageData, names: Sequence[str]) -> ImageData:
+    """Only the named classes, relabelled 0..k-1 in the order given."""
+    missing = [n for n in names if n not in data.classes]
+    if missing:
+        raise ValueError(f"unknown classes {missing}; this dataset has {data.classes}")
+    old = torch.tensor([data.classes.index(n) for n in names])
+    keep = torch.isin(data.labels, old)
+    remap = torch.full((len(data.classes),), -1, dtype=torch.long)
+    remap[old] = torch.arange(len(names))
+    return ImageData(data.images[keep], remap[data.labels[keep]], list(names))
+
+
+# ---------------------------------------------------------------------------------------- batches
+def normalization(name_or_stats) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """'cifar', 'imagenet', a (mean, std) pair, or None for plain [0, 1] pixels."""
+    if name_or_stats is None:
+        return None
+    if isinstance(name_or_stats, str):
+        if name_or_stats not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {name_or_stats!r}; use one of {sorted(NORMALIZATIONS)} or (mean, std)")
+        return NORMALIZATIONS[name_or_stats]
+    mean, std = name_or_stats
+    return tuple(mean), tuple(std)
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to `pad` pixels (reflect padding) and random horizontal flip, batched."""
+    b, _, h, w = x.shape
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        x = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                   torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class Batches:
+    """Mini-batches of an ImageData on a device: shuffle, augment, resize and normalize on tensors.
+
+    Images are moved to the device once (uint8); each batch is converted, augmented (random crop with
+    reflect padding, horizontal flip), resized (`size`, e.g. 32 -> 64/128/224) and normalized there.
+    Iterating twice gives two different shuffles; the same `seed` gives the same sequence of epochs.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int = 256, *, shuffle: bool = False,
+                 drop_last: bool = False, augment: bool = False, crop_padding: int = 4,
+                 normalize="cifar", size: int | None = None, device=None, seed: int = 0,
+                 channels_last: bool = False):
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last, self.augment = shuffle, drop_last, augment
+        self.crop_padding = crop_padding
+        self.size = size
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.channels_last = channels_last
+        self.generator = torch.Generator().manual_seed(seed)
+        stats = normalization(normalize)
+        self._images = data.images.to(self.device)
+        self._labels = data.labels.to(self.device)
+        self._mean = self._std = None
+        if stats is not None:
+            self._mean = torch.tensor(stats[0], device=self.device).view(1, 3, 1, 1)
+            self._std = torch.tensor(stats[1], device=self.device).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.data)
+
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) on the device -> the float batch the model sees (augmentation aside)."""
+        x = images.float().div_(255)
+        if self.augment:
+            x = random_crop_flip(x, self.crop_padding, self.generator)
+        if self.size is not None and self.size != x.shape[-1]:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.transform(self._images[idx]), self._labels[idx]
+
+
+# ------------------------------------------------------------------------------ torch Dataset view
+class TorchDataset(torch.utils.data.Dataset):
+    """The same data as a standard map-style Dataset: a float CHW tensor in [0, 1], or a PIL image.
+
+    For learners who want torchvision transforms and a DataLoader (slower: work is per sample).
+    """
+
+    def __init__(self, data: ImageData, transform=None, pil: bool = False):
+        self.data, self.transform, self.pil = data, transform, pil
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        img = self.data.images[i]
+        if self.pil:
+            from PIL import Image
+            img = Image.fromarray(img.permute(1, 2, 0).numpy())
+        else:
+            img = img.float() / 255
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.data.labels[i])
+
+
+def data_loader(data: ImageData, batch_size: int = 128, *, shuffle: bool = False, transform=None,
+                pil: bool = False, num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
+    """A standard DataLoader over TorchDataset, seeded so reruns shuffle the same way."""
+    return torch.utils.data.DataLoader(TorchDataset(data, transform, pil), batch_size=batch_size,
+                                       shuffle=shuffle, num_workers=num_workers,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------- synthetic
+def synthetic_images(n_per_class: int = 16, num_classes: int = 4, size: int = 32, seed: int = 0,
+                     noise: float = 40.0) -> ImageData:
+    """A tiny, deterministic, learnable dataset with CIFAR shapes, for unit tests.
+
+    Class c is a tint plus stripes at its own angle, with pixel noise; generated on the fly.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    images, labels = [], []
+    for c in range(num_classes):
+        angle = math.pi * c / num_classes
+        stripes = torch.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 0.6)
+        tint = torch.tensor([math.cos(2 * math.pi * c / num_classes), math.sin(2 * math.pi * c / num_classes), 0.0])
+        base = 128 + 60 * stripes[None] + 40 * tint[:, None, None]
+        shift = torch.randn(n_per_class, 3, 1, 1, generator=gen) * 10
+        img = base[None] + shift + torch.randn(n_per_class, 3, size, size, generator=gen) * noise
+        images.append(img.clamp(0, 255).round().to(torch.uint8))
+        labels.append(torch.full((n_per_class,), c, dtype=torch.long))
+    return ImageData(torch.cat(images), torch.cat(labels), [f"class{c}" for c in range(num_classes)])
+
+
+def synthetic_splits(n_train: int = 32, n_test: int = 16, num_classes: int = 4, size: int = 32, seed: int = 0) -> Splits:
+    """Train and test parts of the synthetic dataset, drawn with different seeds."""
+    return Splits(synthetic_images(n_train, num_classes, size, seed),
+                  synthetic_images(n_test, num_classes, size, seed + 1000))
+
+
+def cifar10_status() -> str:
+    """Where CIFAR-10 would come from right now, without loading or downloading anything."""
+    given = os.environ.get(CIFAR10_ENV)
+    if given:
+        ok = Path(given).expanduser().exists()
+        return f"CIFAR-10: {CIFAR10_ENV}={given} ({'found' if ok else 'MISSING: fix or unset it'})"
+    local = _find_local_cifar10(config.data_dir())
+    if local is not None:
+        return f"CIFAR-10: found {local}"
+    root = config.data_dir()
+    if config.offline():
+        return (f"CIFAR-10: not found, and downloads are off ({config.OFFLINE_ENV}=1). Put cifar-10-python.tar.gz "
+                f"or an ImageFolder copy (cifar10/ or cifar10-jpeg.tar.gz) in {root}, or set {CIFAR10_ENV}.")
+    return f"CIFAR-10: not on disk yet; the first lesson that needs it downloads it (about 170 MB) into {root}."

@@ -1,0 +1,50 @@
+"""Tests never download: COURSE_OFFLINE=1, and each test gets its own empty data dir."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib import config, data
+
+os.environ[config.OFFLINE_ENV] = "1"
+torch.set_num_threads(config.physical_cores())
+
+SHARED_CIFAR10 = config.PROJECT_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def real_cifar10_path() -> Path | None:
+    """The real CIFAR-10 copy: COURSE_CIFAR10, else ../shared/data/cifar10-jpeg.tar.gz."""
+    env = os.environ.get(data.CIFAR10_ENV)
+    if env and Path(env).exists():
+        return Path(env)
+    return SHARED_CIFAR10 if SHARED_CIFAR10.exists() else None
+
+
+REAL_CIFAR10 = real_cifar10_path()  # read before any test's environment is isolated
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.delenv(data.CIFAR10_ENV, raising=False)
+    monkeypatch.delenv(config.DEVICE_ENV, raising=False)
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def cifar10_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cifar10-data")
+
+
+@pytest.fixture
+def cifar10(cifar10_cache_dir, monkeypatch):
+    """The real CIFAR-10 (decoded once per session into a shared cache), or a skip saying why."""
+    path = REAL_CIFAR10
+    if path is None:
+        pytest.skip(f"real CIFAR-10 copy not found: set {data.CIFAR10_ENV} or place it at {SHARED_CIFAR10}")
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(cifar10_cache_dir))
+    return data.load_cifar10(path, progress=False)

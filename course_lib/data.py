@@ -234,20 +234,38 @@ def _tar_files(tar: tarfile.TarFile) -> Iterator[tuple[str, str, str, bytes]]:
             yield split, cls, name, tar.extractfile(member).read()
 
 
-def _decode_image_files(files: Iterator[tuple[str, str, str, bytes]], size: int, progress: bool, where: str) -> Splits:
+def _decode_bytes(blob: bytes, size: int) -> torch.Tensor:
+    """Encoded image -> uint8 (3, size, size): shorter side to `size`, then a centre crop."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
+            return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(str(e)) from e
+
+
+def decode_image_file(path: str | Path, size: int = 32) -> torch.Tensor:
+    """One image file of any size as uint8 (3, size, size), fitted the way image folders are."""
+    path = Path(path)
+    try:
+        return _decode_bytes(path.read_bytes(), size)
+    except DataError as e:
+        raise DataError(f"{path} is not a readable image ({e}).") from e
+
+
+def _decode_image_files(files: Iterator[tuple[str, str, str, bytes]], size: int, progress: bool, where: str) -> Splits:
     from tqdm.auto import tqdm
 
     records = {"train": [], "test": []}
     for split, cls, name, blob in tqdm(files, desc=f"decoding {Path(where).name}", unit=" img",
                                        disable=not progress, mininterval=1.0):
         try:
-            with Image.open(io.BytesIO(blob)) as img:
-                img = img.convert("RGB")
-                if img.size != (size, size):  # shorter side to `size`, then a centre crop
-                    img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
-                pixels = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            pixels = _decode_bytes(blob, size)
+        except DataError as e:
             raise DataError(f"{where}: {split}/{cls}/{name} is not a readable image ({e}). Remove or replace it.") from e
         records[split].append((cls, name, pixels))
     if not records["train"] or not records["test"]:
@@ -338,62 +356,90 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-class Batches:
+class TensorBatches:
+    """Mini-batches of (x, y) tensors kept on one device: shuffled with a seeded generator.
+
+    Iterating twice gives two different shuffles; the same `seed` gives the same sequence of epochs.
+    Used as is for cached features; Batches adds image augmentation on top.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, *, shuffle: bool = False,
+                 drop_last: bool = False, device=None, seed: int = 0):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} inputs for {len(y)} labels")
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.device = torch.device(device) if device is not None else x.device
+        self.generator = torch.Generator().manual_seed(seed)
+        self._x, self._y = x.to(self.device), y.to(self.device)
+
+    def __len__(self) -> int:
+        n = len(self._y)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def to(self, device, channels_last: bool | None = None) -> "TensorBatches":
+        """Move the data to `device` once (in place, like nn.Module.to)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device != self._x.device:
+            self._x, self._y = self._x.to(device), self._y.to(device)
+            self.device = device
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self._y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.transform(self._x[idx]), self._y[idx]
+
+
+class Batches(TensorBatches):
     """Mini-batches of an ImageData on a device: shuffle, augment, resize and normalize on tensors.
 
     Images are moved to the device once (uint8); each batch is converted, augmented (random crop with
     reflect padding, horizontal flip), resized (`size`, e.g. 32 -> 64/128/224) and normalized there.
-    Iterating twice gives two different shuffles; the same `seed` gives the same sequence of epochs.
     """
 
     def __init__(self, data: ImageData, batch_size: int = 256, *, shuffle: bool = False,
                  drop_last: bool = False, augment: bool = False, crop_padding: int = 4,
                  normalize="cifar", size: int | None = None, device=None, seed: int = 0,
                  channels_last: bool = False):
+        super().__init__(data.images, data.labels, batch_size, shuffle=shuffle, drop_last=drop_last,
+                         device=device or "cpu", seed=seed)
         self.data = data
-        self.batch_size = batch_size
-        self.shuffle, self.drop_last, self.augment = shuffle, drop_last, augment
-        self.crop_padding = crop_padding
-        self.size = size
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.augment, self.crop_padding, self.size = augment, crop_padding, size
         self.channels_last = channels_last
-        self.generator = torch.Generator().manual_seed(seed)
-        stats = normalization(normalize)
-        self._images = data.images.to(self.device)
-        self._labels = data.labels.to(self.device)
-        self._mean = self._std = None
-        if stats is not None:
-            self._mean = torch.tensor(stats[0], device=self.device).view(1, 3, 1, 1)
-            self._std = torch.tensor(stats[1], device=self.device).view(1, 3, 1, 1)
-
-    def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        self.stats = normalization(normalize)
 
     @property
-    def num_images(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.data)
+    def resolution(self) -> int:
+        return self.size or self.data.resolution
+
+    def to(self, device, channels_last: bool | None = None) -> "Batches":
+        super().to(device)
+        if channels_last is not None:
+            self.channels_last = channels_last
+        return self
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) on the device -> the float batch the model sees (augmentation aside)."""
+        """uint8 (B, 3, H, W) on the device -> the float batch the model sees."""
         x = images.float().div_(255)
         if self.augment:
             x = random_crop_flip(x, self.crop_padding, self.generator)
         if self.size is not None and self.size != x.shape[-1]:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
-        if self._mean is not None:
-            x = (x - self._mean) / self._std
+        if self.stats is not None:
+            mean = torch.tensor(self.stats[0], device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.stats[1], device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.transform(self._images[idx]), self._labels[idx]
 
 
 # ------------------------------------------------------------------------------ torch Dataset view

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipywidgets as W
 
+from .plots import plot_runs
+
 
 class WidgetCheck(W.VBox):
     """Lesson 0: a slider whose square appears beside it, proving widgets render and react."""
@@ -18,3 +20,54 @@ class WidgetCheck(W.VBox):
     def update(self):
         self.result = self.slider.value ** 2
         self.label.value = f"x² = {self.result}  (move the slider: this should change)"
+
+
+class LearningRateExplorer(W.VBox):
+    """Lesson 1: learning rate (log slider), steps, start point and momentum for GD on a quadratic.
+
+    Each change reruns gd.run_on and redraws the path and the loss; the status line says
+    "converged ..." or "diverged at step k". `.result` is the last gd.Run.
+    """
+
+    def __init__(self, f=None, lr: float = 0.05, steps: int = 40, start=(-2.0, 3.0), momentum: float = 0.0):
+        from . import gd
+
+        self.f = f if f is not None else gd.quadratic_2d()
+        bound = gd.stability_bound(self.f)
+        self.lr = W.FloatLogSlider(value=lr, base=10, min=-3, max=0.5, step=0.01, description="learning rate",
+                                   readout_format=".3g", continuous_update=False, style={"description_width": "initial"})
+        self.steps = W.IntSlider(value=steps, min=1, max=200, description="steps", continuous_update=False)
+        self.x0 = W.FloatSlider(value=start[0], min=-4, max=4, step=0.1, description="start θ₁", continuous_update=False)
+        self.y0 = W.FloatSlider(value=start[1], min=-4, max=4, step=0.1, description="start θ₂", continuous_update=False)
+        self.momentum = W.FloatSlider(value=momentum, min=0, max=0.95, step=0.05, description="momentum",
+                                      continuous_update=False)
+        self.status = W.HTML()
+        self.out = W.Output()
+        info = W.HTML(f"largest curvature L = {self.f.largest_curvature:.3g}; plain GD is stable for "
+                      f"learning rate &lt; 2/L = <b>{bound:.3g}</b>")
+        controls = W.VBox([self.lr, self.steps, self.momentum, W.HBox([self.x0, self.y0])])
+        super().__init__([info, controls, self.status, self.out])
+        for w in (self.lr, self.steps, self.x0, self.y0, self.momentum):
+            w.observe(lambda change: self.update(), names="value")
+        self.update()
+
+    def update(self):
+        from . import gd
+
+        self.result = gd.run_on(self.f, self.lr.value, self.steps.value, start=(self.x0.value, self.y0.value),
+                                momentum=self.momentum.value)
+        colour = "crimson" if self.result.diverged else "black"
+        self.status.value = f"<span style='color:{colour}'>{self.result.status()}</span>"
+        with self.out:
+            self.out.clear_output(wait=True)
+            fig = plot_runs(self.f, [self.result])
+            show(fig)
+
+
+def show(fig):
+    """Display a figure inside a widget's Output area and release it (no duplicate inline copy)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)

@@ -1,0 +1,120 @@
+"""Instant feedback for exercises: each check runs the learner's answer on several cases and either
+prints what passed or raises AssertionError with a hint that points at the mistake without giving the
+answer away. These are the *public* checks; graded notebooks may also hold hidden tests, so passing
+here says "public checks passed", never "all tests passed".
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import gd
+
+
+class ExerciseNotDone(AssertionError):
+    """The answer cell still raises NotImplementedError."""
+
+
+def _call(fn, *args, what: str):
+    try:
+        return fn(*args)
+    except NotImplementedError as e:
+        raise ExerciseNotDone(f"{what} is not implemented yet: replace the `raise NotImplementedError` line.") from e
+    except Exception as e:
+        raise AssertionError(f"{what} raised {type(e).__name__}: {e}") from e
+
+
+def _passed(name: str, cases: int) -> None:
+    print(f"✓ {name}: public checks passed ({cases} cases)")
+
+
+def _array(value, what: str) -> np.ndarray:
+    try:
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise AssertionError(f"{what} should return numbers (an array), got {type(value).__name__}") from e
+
+
+# ------------------------------------------------------------------------------------ lesson 1
+def check_gd_step(gd_step) -> None:
+    """gd_step(theta, grad, lr) -> the parameters after one gradient-descent step."""
+    cases = [(np.array([1.0, 2.0]), np.array([0.5, -1.0]), 0.1),
+             (np.array([3.0]), np.array([6.0]), 0.5),
+             (np.array([-1.0, 0.0, 4.0]), np.array([2.0, 2.0, -2.0]), 0.0)]
+    for theta, grad, lr in cases:
+        before = theta.copy()
+        out = _array(_call(gd_step, theta.copy(), grad.copy(), lr, what="gd_step"), "gd_step")
+        expected = theta - lr * grad
+        if out.shape != expected.shape:
+            raise AssertionError(f"gd_step returned shape {out.shape} for parameters of shape {theta.shape}: "
+                                 "it should return the whole updated parameter vector.")
+        if np.allclose(out, theta + lr * grad) and lr:
+            raise AssertionError(f"gd_step({before}, grad={grad}, lr={lr}) moved *up* the gradient. "
+                                 "Descent goes against it.")
+        if not np.allclose(out, expected):
+            raise AssertionError(f"gd_step({before}, grad={grad}, lr={lr}) returned {out}. "
+                                 "Hint: the step is proportional to both the learning rate and the gradient.")
+    _passed("gd_step", len(cases))
+
+
+def check_numerical_grad(numerical_grad) -> None:
+    """numerical_grad(fn, theta, eps) -> finite-difference estimate of ∇fn(θ), θ left unchanged."""
+    x = np.linspace(-2, 2, 7)
+    y = np.sin(x)
+    cases = [(lambda t: float(np.sum(t ** 2)), np.array([1.0, -2.0, 0.5]), lambda t: 2 * t),
+             (lambda t: float(np.sin(t[0]) * t[1]), np.array([0.3, 2.0]), lambda t: np.array([np.cos(t[0]) * t[1], np.sin(t[0])])),
+             (lambda t: gd.squared_error(t, x, y), np.array([1.0, 0.8, 0.1]), lambda t: gd.grad_by_hand(t, x, y))]
+    for fn, theta, exact in cases:
+        before = theta.copy()
+        out = _array(_call(numerical_grad, fn, theta, 1e-5, what="numerical_grad"), "numerical_grad")
+        if not np.array_equal(theta, before):
+            raise AssertionError("numerical_grad changed the theta it was given. Perturb a copy, not the caller's array.")
+        want = exact(before)
+        if out.shape != want.shape:
+            raise AssertionError(f"numerical_grad returned shape {out.shape}; the gradient has one entry per parameter, {want.shape}.")
+        if not np.allclose(out, want, rtol=1e-4, atol=1e-6):
+            ratio = out / np.where(np.abs(want) > 1e-9, want, np.nan)
+            hint = ("the result is off by a constant factor: check what you divide the difference by."
+                    if np.nanstd(ratio) < 1e-3 * max(1, abs(np.nanmean(ratio))) else
+                    "nudge one coordinate at a time, by +eps and by -eps, and compare the two losses.")
+            raise AssertionError(f"numerical_grad at θ={before} gave {np.round(out, 6)}, the true gradient is "
+                                 f"{np.round(want, 6)}. Hint: {hint}")
+    _passed("numerical_grad", len(cases))
+
+
+def check_converging_lr(lr, problem: gd.Quadratic, steps: int, tol: float = 1e-6) -> None:
+    """Plain GD with `lr` on `problem` reaches loss < tol within `steps` steps (from the lesson's start)."""
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
+        raise AssertionError(f"the learning rate should be a positive number, got {lr!r}")
+    run = gd.run_on(problem, float(lr), steps)
+    if run.diverged:
+        raise AssertionError(f"with lr={lr:g} gradient descent diverged at step {run.diverged_at}. "
+                             "Hint: the steepest direction sets an upper limit on the rate.")
+    k = run.steps_to(tol)
+    if k is None:
+        raise AssertionError(f"with lr={lr:g} the loss is {run.final_loss:.3g} after {steps} steps, not below {tol:g}. "
+                             + ("It oscillates: look at the path and try smaller." if lr * problem.largest_curvature > 1
+                                else "It creeps: a larger rate would go faster."))
+    print(f"✓ lr={lr:g} reaches loss < {tol:g} at step {k} of {steps}")
+    _passed("converging learning rate", 1)
+
+
+def check_training_loop(train_linear) -> None:
+    """train_linear(x, y, lr, steps) -> a trained nn.Linear(1, 1) that fits the line."""
+    for seed, (w, b) in enumerate([(2.0, -1.0), (-0.5, 3.0)]):
+        x, y = gd.make_regression(200, w=w, b=b, noise=0.3, seed=seed)
+        torch.manual_seed(seed)
+        model = _call(train_linear, x, y, 0.1, 150, what="train_linear")
+        if not isinstance(model, torch.nn.Module):
+            raise AssertionError(f"train_linear should return the trained model, got {type(model).__name__}")
+        with torch.no_grad():
+            loss = float(torch.nn.functional.mse_loss(model(x), y))
+        best_w, best_b = gd.least_squares(x, y)
+        best = float(np.mean((best_w * x.flatten().numpy() + best_b - y.flatten().numpy()) ** 2))
+        if not math.isfinite(loss) or loss > best * 1.02 + 1e-4:
+            raise AssertionError(f"after training, the loss is {loss:.4g}, but the best line reaches {best:.4g}. "
+                                 "Hint: run the loop by hand for 3 steps and print the weight's .grad each time. "
+                                 "Is each step's gradient only from that step?")
+    _passed("train_linear", 2)

@@ -1,0 +1,87 @@
+"""Features of a frozen backbone, computed once and cached (in memory and on disk).
+
+A frozen backbone gives the same output for the same image every epoch, so a linear probe (or training
+only the stages after the cut) needs one pass over the data, not one per epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn as nn
+
+from . import config
+from .data import Batches, ImageData
+from .models import body_upto, weights_fingerprint
+from .storage import atomic_torch_save
+from .train import autocast_for, prepare
+
+_MEMORY: dict[str, torch.Tensor] = {}
+_MEMORY_LIMIT = 8
+
+
+def data_fingerprint(data: ImageData) -> str:
+    """A content hash of the images and labels (about 0.2 s for all of CIFAR-10)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(data.images.contiguous().numpy().tobytes())
+    h.update(data.labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+def feature_key(model: nn.Module, data: ImageData, upto: str, size: int | None, normalize) -> str:
+    """What the cached features depend on: the frozen part's weights, the data, resolution, cut, normalization."""
+    body = body_upto(model, upto)
+    parts = [weights_fingerprint(body), data_fingerprint(data), upto, str(size or data.resolution), repr(normalize)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *, size: int | None = None,
+                     normalize="cifar", batch_size: int = 256, device=None, cache: bool = True,
+                     progress: bool = True) -> torch.Tensor:
+    """The output of the network up to stage `upto` for every image (pooled 512-d vectors at layer4).
+
+    The frozen part runs in eval mode (BatchNorm uses its running statistics), without augmentation.
+    Results are cached in memory and under data/cache/features/, keyed by feature_key.
+    """
+    from tqdm.auto import tqdm
+
+    key = feature_key(model, data, upto, size, normalize) if cache else None
+    path = config.data_dir() / "cache" / "features" / f"{upto}-{key}.pt" if cache else None
+    if cache and key in _MEMORY:
+        return _MEMORY[key]
+    if cache and path.exists():
+        try:
+            feats = torch.load(path, weights_only=True)
+            _remember(key, feats)
+            return feats
+        except Exception:
+            path.unlink(missing_ok=True)  # damaged: recompute
+    device = torch.device(device) if device is not None else config.get_device()
+    body = body_upto(model, upto)
+    was_training = model.training
+    prepare(body, device)
+    body.eval()
+    autocast, _ = autocast_for(device)
+    batches = Batches(data, batch_size, normalize=normalize, size=size, device=device,
+                      channels_last=device.type == "cuda")
+    out = []
+    for x, _ in tqdm(batches, desc=f"features up to {upto}", disable=not progress, leave=False):
+        with autocast:
+            out.append(body(x).float().cpu())
+    model.train(was_training)
+    feats = torch.cat(out)
+    if cache:
+        atomic_torch_save(feats, path)
+        _remember(key, feats)
+    return feats
+
+
+def _remember(key: str, feats: torch.Tensor) -> None:
+    if len(_MEMORY) >= _MEMORY_LIMIT:
+        _MEMORY.pop(next(iter(_MEMORY)))
+    _MEMORY[key] = feats
+
+
+def clear_memory_cache() -> None:
+    _MEMORY.clear()

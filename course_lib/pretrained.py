@@ -1,0 +1,66 @@
+"""Where pretrained weights come from: torchvision's ImageNet weights when they can be had, else the
+course's own source model, a ResNet18 trained on five CIFAR-10 classes (airplane, automobile, bird,
+cat, deer) once and cached. Lessons transfer it to the other five (dog, frog, horse, ship, truck) or
+to all ten. Either way the lesson says which one it uses; it never falls back to random weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import config, data, models, train
+
+SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
+TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
+
+
+def source_checkpoint_path() -> Path:
+    """data/checkpoints/resnet18-cifar5-source.pt (a separate -fast file in fast mode)."""
+    suffix = "-fast" if config.fast_mode() else ""
+    return config.data_dir() / "checkpoints" / f"resnet18-cifar5-source{suffix}.pt"
+
+
+def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | None = None, force: bool = False,
+                          progress: bool = True, seed: int = 0) -> Path:
+    """Train ResNet18 (ImageNet-style stem, 32 px) on the five source classes; cached after the first run.
+
+    Normal mode: 22,500 training images, `epochs` (default 12) of one-cycle SGD with flip/crop and label
+    smoothing, about 7 minutes on a 2-core CPU. Fast mode: 100 images per class, 1 epoch.
+    """
+    path = source_checkpoint_path()
+    if path.exists() and not force:
+        models.read_state_dict(path)  # a damaged file is an error here, not a surprise later
+        return path
+    config.seed_everything(seed)
+    splits = splits or data.load_cifar10()
+    source = data.select_classes(splits.train, SOURCE_CLASSES)
+    if config.fast_mode():
+        source = data.per_class(source, 100, seed=seed)
+    fit_part, val_part = data.train_val_split(source, n_val=config.pick(2500, 50), seed=seed)
+    epochs = epochs or config.pick(12, 1)
+    device = config.get_device()
+    model = models.build_resnet18(len(SOURCE_CLASSES))
+    history = train.fit(model, data.Batches(fit_part, 256, shuffle=True, augment=True, drop_last=True, seed=seed),
+                        data.Batches(val_part, 500), epochs=epochs, lr=0.1, label_smoothing=0.1,
+                        device=device, progress=progress, desc="pretraining the source model")
+    if history.diverged:
+        raise RuntimeError(history.diverged)
+    meta = {"source": f"course source model (ResNet18 trained on CIFAR-10 {', '.join(SOURCE_CLASSES)})",
+            "normalization": "cifar", "resolution": 32, "classes": list(SOURCE_CLASSES), "epochs": epochs,
+            "val_acc": max(history["val_acc"]), "fast_mode": config.fast_mode()}
+    train.save_checkpoint(path, model, history=history, meta=meta)
+    return path
+
+
+def course_weights(prefer_imagenet: bool = True) -> tuple[str | Path, str]:
+    """(weights for models.build_resnet18, a sentence saying which they are and why)."""
+    if prefer_imagenet and models.imagenet_weights_available():
+        try:
+            models.build_resnet18(weights="imagenet")
+            return "imagenet", "Using torchvision's ImageNet weights (ResNet18_Weights.IMAGENET1K_V1)."
+        except models.WeightsError as e:
+            reason = f"ImageNet weights could not be loaded ({e})"
+    else:
+        reason = f"ImageNet weights are not cached at {models.imagenet_cache_path()} and downloads are off"
+    path = pretrain_source_model()
+    return path, (f"{reason}. Using the course's own source model instead: {path.name}, "
+                  f"a ResNet18 pretrained on CIFAR-10's {', '.join(SOURCE_CLASSES)}.")

@@ -1,0 +1,401 @@
+"""Training and evaluation: `fit` with schedules, progress, a divergence guard and resumable checkpoints;
+`evaluate`, `predict` and `lr_find`.
+
+On CUDA it switches on autocast (bf16 where supported, else fp16 with a GradScaler), channels_last and
+cudnn.benchmark, and reads metrics back from the GPU once per epoch, not every step.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import config
+from .storage import atomic_torch_save
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass
+class History:
+    """Per-epoch records of a run; `diverged` holds the reason when training was stopped early."""
+
+    epochs: list[dict] = field(default_factory=list)
+    diverged: str | None = None
+    best_epoch: int | None = None
+
+    def __getitem__(self, key: str) -> list:
+        return [e[key] for e in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def last(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.epochs, "diverged": self.diverged, "best_epoch": self.best_epoch}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(list(d["epochs"]), d.get("diverged"), d.get("best_epoch"))
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ------------------------------------------------------------------------------------ device setup
+def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, bool]:
+    """Move the model; on CUDA use channels_last and cudnn autotuning. Returns (model, channels_last)."""
+    channels_last = device.type == "cuda"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    elif device.type == "cpu":
+        torch.set_num_threads(config.physical_cores())
+    return model, channels_last
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """(autocast context, GradScaler or None): bf16 on GPUs that have it, fp16 + scaler otherwise, off on CPU."""
+    if not enabled or device.type != "cuda":
+        return nullcontext(), None
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def _on_device(batches, device: torch.device, channels_last: bool):
+    """Let a Batches object produce its tensors on the training device (moved once)."""
+    if hasattr(batches, "to"):
+        batches = batches.to(device, channels_last=channels_last)
+    return batches
+
+
+# -------------------------------------------------------------------------------------- schedules
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, pct_start: float = 0.25):
+    """Per-step schedules: one-cycle (warm up to each group's lr, then anneal), cosine, or constant."""
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 2),
+            pct_start=pct_start, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
+            cycle_momentum=False)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
+
+
+def make_optimizer(params, lr: float, name: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4):
+    """SGD with Nesterov momentum, or AdamW. `params` may be parameter groups from models.param_groups."""
+    params = list(params)
+    if params and not isinstance(params[0], dict):
+        params = [{"params": params}]
+    if not any(p.requires_grad for g in params for p in g["params"]):
+        raise ValueError("nothing to train: every parameter is frozen")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; use 'sgd' or 'adamw'")
+
+
+def _default_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters, with no weight decay on normalization weights and biases."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if p.requires_grad:
+                norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+                (no_decay if norm or pname == "bias" else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+# -------------------------------------------------------------------------------------------- fit
+def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05, optimizer: str = "sgd",
+        momentum: float = 0.9, weight_decay: float = 5e-4, groups: list[dict] | None = None,
+        schedule: str = "onecycle", label_smoothing: float = 0.0, grad_clip: float | None = None,
+        device=None, amp: bool = True, callback: Callable[[History], None] | None = None,
+        progress: bool = True, checkpoint: str | Path | None = None, resume: bool = False,
+        keep_best: bool = True, desc: str = "fit") -> History:
+    """Train `model` on `train` batches for `epochs`, validating on `val` after each epoch.
+
+    train/val: iterables of (x, y) batches, usually data.Batches. groups: parameter groups (e.g.
+    models.param_groups for discriminative learning rates); their "lr" values are the peak rates.
+    checkpoint: a file rewritten atomically after every epoch; with resume=True an existing one is
+    continued where it stopped. keep_best: at the end, restore the weights of the best validation epoch.
+    A NaN or infinite loss stops training; the History up to then is returned with `diverged` set.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else config.get_device()
+    model, channels_last = prepare(model, device)
+    train = _on_device(train, device, channels_last)
+    val = _on_device(val, device, channels_last) if val is not None else None
+    if groups is None:
+        groups = _default_groups(model, weight_decay)
+    opt = make_optimizer(groups, lr, optimizer, momentum, weight_decay)
+    steps_per_epoch = len(train)
+    sched = make_scheduler(opt, schedule, epochs * steps_per_epoch)
+    autocast, scaler = autocast_for(device, amp)
+    history = History()
+    best_state, best_acc = None, -1.0
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = History.from_dict(state["history"])
+        best_state, best_acc = state.get("best_model"), state.get("best_acc", -1.0)
+        if state.get("rng") is not None:
+            torch.set_rng_state(state["rng"])
+        if state.get("batches_rng") is not None and hasattr(train, "generator"):
+            train.generator.set_state(state["batches_rng"])
+    sync_every = 1 if device.type == "cpu" else 25
+    bar = tqdm(total=epochs * steps_per_epoch, initial=len(history) * steps_per_epoch, desc=desc,
+               unit="batch", disable=not progress, leave=True, dynamic_ncols=True)
+    try:
+        for epoch in range(len(history), epochs):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for step, (x, y) in enumerate(train):
+                with autocast:
+                    out = model(x)
+                    loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    loss.backward()
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                loss_sum += loss.detach().float() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+                if step % sync_every == 0 or step == steps_per_epoch - 1:
+                    current = loss.item()
+                    if not math.isfinite(current):
+                        raise Diverged(f"loss became {current} at epoch {epoch + 1}, step {step + 1}")
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{opt.param_groups[-1]['lr']:.2g}")
+                bar.update(1)
+            record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+                      "lr": max(g["lr"] for g in opt.param_groups)}
+            train_seconds = time.perf_counter() - t0
+            if val is not None:
+                ev = evaluate(model, val, device=device, amp=amp, details=False)
+                record.update(val_loss=ev.loss, val_acc=ev.accuracy)
+                if keep_best and ev.accuracy > best_acc:
+                    best_acc, history.best_epoch = ev.accuracy, epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            record["seconds"] = time.perf_counter() - t0
+            record["images_per_s"] = seen / train_seconds  # training throughput, validation excluded
+            history.epochs.append(record)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, opt, sched, history,
+                                extra={"best_model": best_state, "best_acc": best_acc, "rng": torch.get_rng_state(),
+                                       "batches_rng": train.generator.get_state() if hasattr(train, "generator") else None})
+            if callback is not None:
+                callback(history)
+    except Diverged as e:
+        history.diverged = (f"Training stopped: the {e}. The learning rate is most likely too high "
+                            f"(peak lr {lr:g}); try 3-10x lower. The History keeps the {len(history)} finished epoch(s).")
+        print(history.diverged)
+    finally:
+        bar.close()
+    if keep_best and best_state is not None and history.diverged is None:
+        model.load_state_dict(best_state)
+    return history
+
+
+# --------------------------------------------------------------------------------------- evaluate
+@dataclass
+class Evaluation:
+    """Everything a lesson reports about a model on a dataset."""
+
+    loss: float
+    accuracy: float
+    per_class_accuracy: torch.Tensor | None = None
+    confusion: torch.Tensor | None = None  # rows: true class, columns: predicted class
+    predictions: torch.Tensor | None = None
+    probabilities: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    def most_confused(self, classes: list[str], k: int = 5) -> list[tuple[str, str, int]]:
+        """The k most frequent (true, predicted) mistakes."""
+        off = self.confusion.clone()
+        off.fill_diagonal_(0)
+        values, flat = off.flatten().topk(min(k, off.numel()))
+        n = off.shape[0]
+        return [(classes[i // n], classes[i % n], int(v)) for v, i in zip(values.tolist(), flat.tolist()) if v > 0]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, *, device=None, amp: bool = True, details: bool = True,
+             num_classes: int | None = None) -> Evaluation:
+    """Loss, accuracy and (details=True) per-class accuracy, confusion matrix, predictions, probabilities."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model, channels_last = prepare(model, device)
+    batches = _on_device(batches, device, channels_last)
+    autocast, _ = autocast_for(device, amp)
+    was_training = model.training
+    model.eval()
+    loss_sum, probs, labels = torch.zeros((), device=device), [], []
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in batches:
+        with autocast:
+            out = model(x)
+        out = out.float()
+        loss_sum += F.cross_entropy(out, y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+        if details:
+            probs.append(out.softmax(1).cpu())
+            labels.append(y.cpu())
+    model.train(was_training)
+    ev = Evaluation(loss=loss_sum.item() / max(n, 1), accuracy=correct.item() / max(n, 1))
+    if details and probs:
+        ev.probabilities = torch.cat(probs)
+        ev.labels = torch.cat(labels)
+        ev.predictions = ev.probabilities.argmax(1)
+        k = num_classes or ev.probabilities.shape[1]
+        ev.confusion = torch.bincount(ev.labels * k + ev.predictions, minlength=k * k).view(k, k)
+        ev.per_class_accuracy = ev.confusion.diag().float() / ev.confusion.sum(1).clamp(min=1).float()
+    return ev
+
+
+@torch.no_grad()
+def predict(model: nn.Module, files: Iterable[str | Path], classes: list[str], *, size: int = 32,
+            input_size: int | None = None, normalize="cifar", device=None, top: int = 3) -> list[list[tuple[str, float]]]:
+    """Classify image files of any size: each is decoded, fitted to `size` (as the training data was),
+    resized to the model's `input_size` and normalized like the training batches. Returns top-k (class, p)."""
+    from .data import Batches, ImageData, decode_image_file
+
+    images = torch.stack([decode_image_file(f, size) for f in files])
+    batches = Batches(ImageData(images, torch.zeros(len(images), dtype=torch.long), classes), 64,
+                      normalize=normalize, size=input_size)
+    ev = evaluate(model, batches, device=device)
+    out = []
+    for p in ev.probabilities:
+        values, idx = p.topk(min(top, len(classes)))
+        out.append([(classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())])
+    return out
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, scheduler=None,
+                    history: History | None = None, *, meta: dict | None = None, extra: dict | None = None) -> Path:
+    """Model, optimizer, scheduler, history and metadata in one file, written atomically."""
+    blob = {"model": model.state_dict(), "meta": meta or dict(getattr(model, "weights_info", {}) or {}),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "history": history.to_dict() if history is not None else None}
+    blob.update(extra or {})
+    return atomic_torch_save(blob, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by save_checkpoint (or fit)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------- lr_find
+@dataclass
+class LRFinder:
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
+
+
+def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps: int = 100,
+            groups: list[dict] | None = None, optimizer: str = "sgd", momentum: float = 0.9,
+            weight_decay: float = 5e-4, device=None, amp: bool = True, progress: bool = True) -> LRFinder:
+    """Raise the learning rate exponentially from start_lr to end_lr, one batch per step, and record the
+    smoothed loss; stop early once it explodes. The model's weights are restored afterwards.
+
+    The suggestion is the rate where the smoothed loss falls fastest, before its minimum.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else config.get_device()
+    model, channels_last = prepare(model, device)
+    train = _on_device(train, device, channels_last)
+    saved = copy.deepcopy(model.state_dict())
+    if groups is None:
+        groups = _default_groups(model, weight_decay)
+    base = [g.get("lr", 1.0) for g in groups]
+    top = max(base)
+    opt = make_optimizer(groups, top, optimizer, momentum, weight_decay)
+    ratios = [b / top for b in base]
+    autocast, scaler = autocast_for(device, amp)
+    lrs, losses, smooth, best = [], [], 0.0, float("inf")
+    model.train()
+
+    def endless():
+        while True:
+            yield from train
+
+    batches = endless()
+    try:
+        for i in tqdm(range(steps), desc="lr_find", disable=not progress):
+            lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))
+            for g, r in zip(opt.param_groups, ratios):
+                g["lr"] = lr * r
+            x, y = next(batches)
+            with autocast:
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                break
+            smooth = 0.9 * smooth + 0.1 * value
+            debiased = smooth / (1 - 0.9 ** (i + 1))
+            lrs.append(lr)
+            losses.append(debiased)
+            best = min(best, debiased)
+            if debiased > 4 * best and i > 10:
+                break
+    finally:
+        model.load_state_dict(saved)
+    return LRFinder(lrs, losses, suggest_lr(lrs, losses))
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    """The rate of steepest descent of the loss (per log-lr), up to the minimum loss."""
+    if len(lrs) < 3:
+        return lrs[0] if lrs else float("nan")
+    stop = max(2, min(range(len(losses)), key=losses.__getitem__))
+    slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
+              for i in range(1, min(stop, len(lrs) - 1))]
+    if not slopes:
+        return lrs[stop] / 10
+    return lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]

@@ -1,0 +1,39 @@
+"""The course's offline stand-in for ImageNet weights, and transfer from it, on the real CIFAR-10 copy."""
+import pytest
+import torch
+
+from course_lib import config, data, models, pretrained, train
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setenv(config.FAST_ENV, "1")
+
+
+def test_course_weights_fall_back_to_the_source_model_loudly(fast, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(pretrained, "pretrain_source_model", lambda: tmp_path / "source.pt")
+    weights, why = pretrained.course_weights()
+    assert weights == tmp_path / "source.pt"
+    assert "not cached" in why and "course's own source model" in why
+
+
+@pytest.mark.cifar
+def test_source_pretraining_then_transfer_beats_chance(fast, cifar10):
+    path = pretrained.pretrain_source_model(cifar10, progress=False)
+    assert path.name == "resnet18-cifar5-source-fast.pt"
+    assert pretrained.pretrain_source_model(cifar10, progress=False) == path  # cached: no second training
+    meta = models.read_state_dict(path)[1]
+    assert meta["classes"] == list(pretrained.SOURCE_CLASSES) and meta["fast_mode"] is True
+
+    model = models.build_resnet18(10, weights=path)
+    assert model.weights_info["source"].startswith("checkpoint")
+    tr, va = data.train_val_split(cifar10.train)
+    small = data.per_class(tr, 200)
+    config.seed_everything(0)
+    hist = train.fit(model, data.Batches(small, 128, shuffle=True, augment=True, drop_last=True),
+                     data.Batches(data.per_class(va, 50), 500), epochs=3, lr=0.05, device="cpu", progress=False)
+    ev = train.evaluate(model, data.Batches(data.per_class(cifar10.test, 100), 500), device="cpu")
+    assert hist.diverged is None
+    assert ev.accuracy > 0.25, f"test accuracy {ev.accuracy:.3f} is not far above chance (0.10)"
+    assert ev.confusion.sum() == 1000

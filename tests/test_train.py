@@ -1,0 +1,177 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from course_lib import data, features, models, train
+from course_lib.storage import atomic_torch_save
+
+
+def small_model(num_classes=4):
+    torch.manual_seed(0)
+    return models.build_resnet18(num_classes)
+
+
+@pytest.fixture
+def toy():
+    return data.synthetic_splits(n_train=48, n_test=16, num_classes=4)
+
+
+def batches(d, shuffle=True, seed=0, bs=32):
+    return data.Batches(d, bs, shuffle=shuffle, augment=shuffle, normalize=None, seed=seed)
+
+
+def test_fit_learns_a_learnable_task(toy):
+    model = small_model()
+    before = train.evaluate(model, batches(toy.test, shuffle=False), device="cpu")
+    hist = train.fit(model, batches(toy.train), batches(toy.test, shuffle=False), epochs=6, lr=0.02,
+                     device="cpu", progress=False)
+    assert len(hist) == 6 and hist.diverged is None
+    assert hist["train_loss"][-1] < hist["train_loss"][0]
+    assert max(hist["val_acc"]) >= 0.9 > before.accuracy
+    for key in ("train_acc", "val_loss", "lr", "seconds", "images_per_s"):
+        assert key in hist.last
+    # keep_best restored the best validation epoch's weights
+    assert train.evaluate(model, batches(toy.test, shuffle=False), device="cpu").accuracy == max(hist["val_acc"])
+
+
+def test_schedules_shape_the_learning_rate():
+    p = [nn.Parameter(torch.zeros(1))]
+    for name, check in (("onecycle", lambda lrs: max(lrs) == pytest.approx(0.1) and lrs[0] < 0.01 and lrs[-1] < 1e-3),
+                        ("cosine", lambda lrs: lrs[0] == pytest.approx(0.1) and lrs[-1] < 1e-3),
+                        ("constant", lambda lrs: all(l == pytest.approx(0.1) for l in lrs))):
+        opt = torch.optim.SGD(p, lr=0.1)
+        sched = train.make_scheduler(opt, name, 100)
+        lrs = []
+        for _ in range(100):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert check(lrs), name
+    with pytest.raises(ValueError, match="unknown schedule"):
+        train.make_scheduler(torch.optim.SGD(p, lr=0.1), "linear", 10)
+
+
+def test_fit_with_discriminative_groups_and_clipping(toy):
+    model = models.freeze(small_model(), "layer2")
+    frozen = model.layer1[0].conv1.weight.clone()
+    groups = models.param_groups(model, 0.05, body_factor=0.1)
+    hist = train.fit(model, batches(toy.train), epochs=1, lr=0.05, groups=groups, grad_clip=1.0,
+                     label_smoothing=0.1, device="cpu", progress=False)
+    assert hist.diverged is None and torch.equal(frozen, model.layer1[0].conv1.weight)
+
+
+def test_nothing_to_train_is_a_clear_error(toy):
+    model = models.freeze(small_model(), "head")
+    with pytest.raises(ValueError, match="every parameter is frozen"):
+        train.fit(model, batches(toy.train), epochs=1, device="cpu", progress=False)
+
+
+def test_divergence_stops_with_a_reason_and_keeps_history(toy, capsys):
+    model = small_model()
+    hist = train.fit(model, batches(toy.train), epochs=3, lr=1e6, schedule="constant", device="cpu", progress=False)
+    assert hist.diverged is not None and "learning rate is most likely too high" in hist.diverged
+    assert len(hist) < 3
+    assert "too high" in capsys.readouterr().out
+
+
+def test_evaluate_confusion_and_per_class(toy):
+    model = small_model()
+    ev = train.evaluate(model, batches(toy.test, shuffle=False), device="cpu")
+    assert ev.confusion.sum() == len(toy.test) and ev.confusion.shape == (4, 4)
+    assert ev.accuracy == pytest.approx(ev.confusion.diag().sum().item() / len(toy.test))
+    assert torch.allclose(ev.probabilities.sum(1), torch.ones(len(toy.test)), atol=1e-5)
+    assert ev.per_class_accuracy.shape == (4,)
+    pairs = ev.most_confused(toy.test.classes, k=3)
+    assert all(t != p for t, p, _ in pairs) and [n for *_, n in pairs] == sorted([n for *_, n in pairs], reverse=True)
+
+
+def test_checkpoint_resume_matches_an_uninterrupted_run(toy, tmp_path):
+    kw = dict(epochs=3, lr=0.05, device="cpu", progress=False, keep_best=False)
+    straight = small_model()
+    train.fit(straight, batches(toy.train, seed=5), batches(toy.test, shuffle=False), **kw)
+
+    def interrupt(history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    first = small_model()
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(first, batches(toy.train, seed=5), batches(toy.test, shuffle=False),
+                  checkpoint=tmp_path / "run.pt", callback=interrupt, **kw)
+    resumed = small_model()
+    hist = train.fit(resumed, batches(toy.train, seed=5), batches(toy.test, shuffle=False),
+                     checkpoint=tmp_path / "run.pt", resume=True, **kw)
+    assert len(hist) == 3
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "ckpts" / "ckpt.pt"
+    train.save_checkpoint(target, small_model())
+    good = target.read_bytes()
+
+    def crash(obj, path):
+        open(path, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        train.save_checkpoint(target, small_model())
+    assert target.read_bytes() == good and [p.name for p in target.parent.iterdir()] == ["ckpt.pt"]
+
+
+def test_lr_find_sweeps_and_suggests_within_range(toy):
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train.lr_find(model, batches(toy.train), start_lr=1e-4, end_lr=10, steps=30, device="cpu", progress=False)
+    assert len(result.lrs) == len(result.losses) > 10
+    assert all(b > a for a, b in zip(result.lrs, result.lrs[1:]))
+    assert 1e-4 <= result.suggestion <= 10
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_suggest_lr_finds_the_steepest_descent():
+    lrs = [10 ** (-4 + i * 0.1) for i in range(40)]
+    losses = [2.0 - 1.5 / (1 + math.exp(-(i - 20) / 2)) + (0.1 * (i - 32) ** 2 if i > 32 else 0) for i in range(40)]
+    assert lrs[18] <= train.suggest_lr(lrs, losses) <= lrs[22]
+
+
+def test_predict_image_files_of_any_size(tmp_path, toy):
+    from PIL import Image
+    model = small_model()
+    for i, size in enumerate([(50, 80), (32, 32), (200, 120)]):
+        Image.new("RGB", size, (40 * i, 100, 200)).save(tmp_path / f"{i}.png")
+    out = train.predict(model, sorted(tmp_path.glob("*.png")), toy.train.classes, device="cpu", top=2)
+    assert len(out) == 3 and all(len(o) == 2 and o[0][1] >= o[1][1] for o in out)
+
+
+def test_feature_cache_hit_miss_and_invalidation(toy, monkeypatch):
+    features.clear_memory_cache()
+    model = small_model()
+    f1 = features.extract_features(model, toy.train, device="cpu", progress=False)
+    assert f1.shape == (len(toy.train), 512)
+    assert torch.allclose(f1, models.body_upto(model.eval(), "layer4")(data.Batches(toy.train, 1000).transform(toy.train.images)), atol=1e-4)
+    calls = []
+    real = models.body_upto
+    monkeypatch.setattr(features, "body_upto", lambda *a: calls.append(1) or real(*a))
+    assert torch.equal(features.extract_features(model, toy.train, device="cpu", progress=False), f1)  # memory
+    features.clear_memory_cache()
+    assert torch.equal(features.extract_features(model, toy.train, device="cpu", progress=False), f1)  # disk
+    with torch.no_grad():
+        model.layer1[0].conv1.weight.mul_(2)  # new weights: a new key, recomputed
+    f2 = features.extract_features(model, toy.train, device="cpu", progress=False)
+    assert not torch.allclose(f1, f2)
+    f3 = features.extract_features(model, toy.train, upto="layer3", device="cpu", progress=False)
+    assert f3.shape == (len(toy.train), 256, 2, 2)
+
+
+def test_linear_probe_on_cached_features(toy):
+    model = models.freeze(small_model(), "layer4")
+    feats = features.extract_features(model, toy.train, normalize=None, device="cpu", progress=False)
+    probe = data.TensorBatches(feats, toy.train.labels, 32, shuffle=True)
+    hist = train.fit(model.fc, probe, epochs=20, lr=0.05, device="cpu", progress=False)
+    assert hist["train_acc"][-1] > 0.8

@@ -2,7 +2,7 @@
 """The course's commands, in plain Python so they work the same on Linux, macOS and Windows.
 
     python3 course.py start       install everything into .venv (first time only) and open JupyterLab
-    python3 course.py test        run the library's tests and every notebook (fast mode, offline)
+    python3 course.py test        run the library's tests and every lesson notebook (fast mode, offline)
     python3 course.py install     install only (what CI does); --instructor adds the grading tools
 """
 from __future__ import annotations
@@ -63,10 +63,10 @@ def start(lab_args: list[str]) -> None:
 
 
 def test(pytest_args: list[str]) -> int:
-    """pytest on tests/ and nbval on notebooks/, in fast mode and offline (CI runs exactly this)."""
+    """pytest on tests/ and nbval on the lesson sources (solutions in), fast mode, offline; CI runs exactly this."""
     install()
     env = dict(os.environ, COURSE_FAST="1", COURSE_OFFLINE="1", MPLBACKEND="Agg")
-    cmd = [str(venv_python()), "-m", "pytest", "tests", "notebooks",
+    cmd = [str(venv_python()), "-m", "pytest", "tests", "source",
            "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600", "-p", "no:cacheprovider",
            *pytest_args]
     return subprocess.call(cmd, cwd=ROOT, env=env)

@@ -1,0 +1,140 @@
+"""Graded exercises: release, sync, validation, and sample submissions graded to their expected scores."""
+import copy
+import csv
+import re
+
+import nbformat
+import pytest
+
+pytest.importorskip("nbgrader", reason="instructor tools not installed: python3 course.py install --instructor")
+from course_lib import grading  # noqa: E402
+
+SOURCE = grading.SOURCE_DIR / "01_gradient_descent.ipynb"
+LESSON = SOURCE.stem
+
+
+@pytest.fixture(scope="module")
+def source_nb():
+    return nbformat.read(SOURCE, as_version=4)
+
+
+def answer(nb, gid, code):
+    nb = copy.deepcopy(nb)
+    next(c for c in nb.cells if grading.grade_id(c) == gid).source = code
+    return nb
+
+
+def test_learner_notebooks_are_in_sync_with_the_sources():
+    assert grading.drift() == []
+
+
+def test_release_has_no_solution_or_hidden_test_text(source_nb):
+    learner = (grading.NOTEBOOKS_DIR / SOURCE.name).read_text()
+    hidden_or_solution = []
+    for cell in source_nb.cells:
+        for block in re.findall(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END", cell.source, re.S):
+            hidden_or_solution += [l.strip() for l in block.splitlines() if len(l.strip()) > 12]
+    public = "\n".join(re.sub(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n.*?### END (SOLUTION|HIDDEN TESTS)", "",
+                               c.source, flags=re.S) for c in source_nb.cells)
+    secret = [l for l in hidden_or_solution if l not in public]  # lines also shown elsewhere are no secret
+    assert len(secret) >= 8
+    for line in secret:
+        assert line not in learner, f"leaked into the learner notebook: {line}"
+    assert "BEGIN SOLUTION" not in learner and "HIDDEN TESTS" not in learner
+    assert learner.count(grading.STUB.replace('"', '\\"')) == 4
+
+
+def test_release_never_overwrites_a_learners_work(tmp_path):
+    grading.release(out_dir=tmp_path)
+    mine = tmp_path / SOURCE.name
+    nb = nbformat.read(mine, as_version=4)
+    for cell in nb.cells:
+        if grading.is_answer(cell):
+            cell.source = "my_lr = 0.07  # my own work"
+    nbformat.write(nb, mine)
+    grading.release(out_dir=tmp_path)
+    backups = list(tmp_path.glob("01_gradient_descent.backup-*.ipynb"))
+    assert len(backups) == 1 and "my own work" in backups[0].read_text()
+    assert "my own work" not in mine.read_text()
+
+
+def test_tampering_scan():
+    protected = {"checks", "problem", "budget", "np"}
+    assert grading.tampering("def gd_step(t, g, lr):\n    return t - lr * g", protected) == []
+    assert grading.tampering("x = np.zeros(3)\nmodel.weight.data = x", protected) == []
+    for code, expected in [("checks.check_gd_step = lambda f: None", "modifies checks.check_gd_step"),
+                           ("budget = 10**6", "rebinds budget"),
+                           ("import course_lib.checks as c\nc.check_gd_step = print", "modifies c.check_gd_step"),
+                           ("np.allclose = lambda *a, **k: True", "modifies np.allclose"),
+                           ("setattr(checks, 'x', 1)", "calls setattr()"),
+                           ("def f():\n    f.__code__ = None", "uses __code__"),
+                           ("import importlib", "imports importlib"),
+                           ("from course_lib import checks", "rebinds checks")]:
+        assert expected in grading.tampering(code, protected), code
+
+
+def test_validate_solutions_pass_and_stubs_fail():
+    assert grading.validate() == []
+
+
+def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_path):
+    solved = grading.learner_solved(source_nb)
+    stub_of = {grading.grade_id(c): c.source for c in grading.learner_version(source_nb).cells if grading.is_answer(c)}
+    # each student's submission; several tamperings share one notebook to keep the kernels few
+    partial = answer(answer(solved, "gd_step", "def gd_step(theta, grad, lr):\n    return theta + lr * grad"),
+                     "train_linear", stub_of["train_linear"])
+    partial = answer(partial, "numerical_grad", "1 / 0\ndef numerical_grad(fn, theta, eps=1e-5):\n    return 0")
+    tampered = answer(solved, "gd_step", "def gd_step(theta, grad, lr):\n    return theta")  # wrong, check deleted
+    tampered.cells = [c for c in tampered.cells if grading.grade_id(c) != "gd_step_tests"]
+    tampered = answer(tampered, "numerical_grad", "import course_lib.checks as c\nc.check_numerical_grad = print\n"
+                                                  "def numerical_grad(fn, theta, eps=1e-5):\n    return theta")
+    tampered = answer(tampered, "converging_lr", "problem = gd.quadratic_1d(1.0)\nbudget = 10**6\nmy_lr = 0.5")
+    tampered.cells.insert(3, nbformat.v4.new_code_cell("checks.check_training_loop = print"))
+    tampered = answer(tampered, "train_linear", "def train_linear(x, y, lr=0.1, steps=150):\n    return torch.nn.Linear(1, 1)")
+    edited = answer(solved, "gd_step", "def gd_step(theta, grad, lr):\n    return theta")
+    next(c for c in edited.cells if grading.grade_id(c) == "gd_step_tests").source = "pass"
+    subs = {
+        "correct": solved,
+        "partial": partial,
+        "looping": answer(solved, "numerical_grad", "def numerical_grad(fn, theta, eps=1e-5):\n    while True:\n        pass"),
+        "tampered": tampered,
+        "edited_check": edited,
+    }
+    for student, nb in subs.items():
+        (tmp_path / "submitted" / student).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / "submitted" / student / SOURCE.name)
+    (tmp_path / "submitted" / "corrupt").mkdir()
+    (tmp_path / "submitted" / "corrupt" / SOURCE.name).write_text('{"cells": [ this is not json')
+    (tmp_path / "submitted" / "absent").mkdir()
+
+    grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=8, progress=False)
+
+    rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "grades" / "grades.csv"))}
+    col = lambda gid: f"{LESSON}/{gid}"
+    full = {"gd_step_tests": 2, "numerical_grad_tests": 2, "converging_lr_tests": 2, "train_linear_tests": 2}
+    expected = {
+        "correct": full,
+        "partial": {**full, "gd_step_tests": 0, "numerical_grad_tests": 0, "train_linear_tests": 0},
+        "looping": {**full, "numerical_grad_tests": 0},
+        "tampered": dict.fromkeys(full, 0),
+        "edited_check": {**full, "gd_step_tests": 0},
+        "corrupt": dict.fromkeys(full, 0),
+        "absent": dict.fromkeys(full, 0),
+    }
+    for student, scores in expected.items():
+        got = {gid: float(rows[student][col(gid)]) for gid in scores}
+        assert got == {k: float(v) for k, v in scores.items()}, student
+        assert float(rows[student]["total"]) == sum(scores.values()) and rows[student]["max"] == "8"
+    feedback = {s: (tmp_path / "grades" / "feedback" / f"{s}.md").read_text() for s in expected}
+    assert "8 / 8" in feedback["correct"] and "Notes" not in feedback["correct"]
+    assert "stopped after 8 s" in feedback["looping"]
+    t = feedback["tampered"]
+    assert "'gd_step_tests' was deleted; it was restored" in t
+    assert "'numerical_grad' was not run: it modifies c.check_numerical_grad" in t
+    assert "rebinds budget" in t and "rebinds problem" in t
+    assert "1 code cell(s) you added were not run" in t
+    assert "'gd_step_tests' was edited; the original was restored" in feedback["edited_check"]
+    assert "not a readable notebook" in feedback["corrupt"] and "no submission" in feedback["absent"]
+    assert "moved *up* the gradient" in feedback["partial"]  # the check's hint reaches the student
+    assert "answer cell 'numerical_grad' raised ZeroDivisionError" in feedback["partial"]
+    assert (tmp_path / "grades" / "autograded" / "correct" / SOURCE.name).exists()

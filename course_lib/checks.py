@@ -118,3 +118,72 @@ def check_training_loop(train_linear) -> None:
                                  "Hint: run the loop by hand for 3 steps and print the weight's .grad each time. "
                                  "Is each step's gradient only from that step?")
     _passed("train_linear", 2)
+
+
+# ------------------------------------------------------------------------------------ lesson 2
+def check_count_trainable(count_trainable) -> None:
+    """count_trainable(model) -> how many parameter values (not tensors) training would change."""
+    from . import models
+
+    for depth in (0, 3, 5):
+        model = models.freeze(models.build_resnet18(5), depth)
+        got = _call(count_trainable, model, what="count_trainable")
+        want = models.trainable_parameters(model)
+        if isinstance(got, torch.Tensor):
+            got = got.item()
+        if got == want:
+            continue
+        everything = sum(p.numel() for p in model.parameters())
+        tensors = sum(1 for p in model.parameters() if p.requires_grad)
+        hint = ("that is every parameter, frozen ones included: which ones does the optimizer change?" if got == everything
+                else "that counts tensors; count the numbers inside them (Tensor.numel())" if got == tensors
+                else "count the elements of the parameters whose requires_grad is True")
+        raise AssertionError(f"with {depth} stage(s) frozen, count_trainable gave {got!r}. Hint: {hint}")
+    _passed("count_trainable", 3)
+
+
+def check_head_groups(head_groups) -> None:
+    """head_groups(model, lr) -> optimizer parameter groups: the head at 10 x lr, the other trainable ones at lr."""
+    from . import models
+
+    model = models.freeze(models.build_resnet18(5), "layer2")
+    lr = 0.003
+    groups = _call(head_groups, model, lr, what="head_groups")
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise AssertionError("head_groups should return a list of dicts, each with 'params' (and 'lr').")
+    seen = {}
+    for g in groups:
+        for p in g["params"]:
+            if id(p) in seen:
+                raise AssertionError("a parameter appears in two groups; each must be in exactly one.")
+            seen[id(p)] = g.get("lr", lr)
+    head = {id(p) for p in model.fc.parameters()}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if set(seen) - trainable:
+        raise AssertionError("the groups include frozen parameters; leave out those with requires_grad False.")
+    if trainable - set(seen):
+        raise AssertionError(f"{len(trainable - set(seen))} trainable parameter tensors are in no group.")
+    for pid, rate in seen.items():
+        want = 10 * lr if pid in head else lr
+        if not math.isclose(rate, want, rel_tol=1e-9):
+            where = "the head" if pid in head else "the body"
+            raise AssertionError(f"a parameter of {where} has lr {rate:g}; expected {want:g} with lr={lr:g}. "
+                                 "Hint: which group should be 10 times faster?")
+    torch.optim.SGD(groups, lr=lr)  # a real optimizer must accept them
+    _passed("head_groups", 1)
+
+
+def check_freeze_depth(depth, reason, rows: list[dict], tolerance: float = 0.02) -> None:
+    """A freeze depth whose test accuracy in the lesson's own sweep is within `tolerance` of the best."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 5:
+        raise AssertionError(f"my_depth should be a whole number of stages from 0 to 5, got {depth!r}")
+    if not isinstance(reason, str) or len(reason.split()) < 5:
+        raise AssertionError("my_reason should say in a sentence why, citing the table above.")
+    accs = {r["depth"]: r["test_acc"] for r in rows if not r.get("diverged")}
+    if depth not in accs:
+        raise AssertionError(f"depth {depth} is not in the sweep's table; choose one of {sorted(accs)}")
+    best = max(accs.values())
+    if accs[depth] < best - tolerance:
+        raise AssertionError(f"depth {depth} reached {100 * accs[depth]:.1f}% in the sweep, more than "
+                             f"{100 * tolerance:.0f} points below the best depth. Read the table again.")
+    _passed("freeze depth", 1)

@@ -105,3 +105,174 @@ def plot_parameter_paths(runs: dict, target=None, title: str | None = None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def show_filters(weight, title: str = "first-layer filters"):
+    """conv1's filters as small RGB tiles (each filter scaled to its own range)."""
+    import math
+
+    w = weight.detach().cpu().float()
+    n = w.shape[0]
+    cols = 16
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            f = w[i]
+            f = (f - f.min()) / (f.max() - f.min() + 1e-8)
+            ax.imshow(f.permute(1, 2, 0).numpy(), interpolation="nearest")
+    fig.suptitle(title)
+    fig.tight_layout(pad=0.1)
+    return fig
+
+
+def show_neighbours(queries: ImageData, pool: ImageData, idx, sims=None, n_queries: int = 6, title: str | None = None):
+    """Each row: a query image, then its nearest neighbours in feature space, titled with their class."""
+    k = idx.shape[1]
+    n = min(n_queries, len(queries))
+    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.2), squeeze=False)
+    for r in range(n):
+        tiles = [(queries.images[r], f"query: {queries.classes[queries.labels[r]]}", "black")]
+        for j in range(k):
+            i = int(idx[r, j])
+            same = pool.labels[i] == queries.labels[r]
+            tiles.append((pool.images[i], pool.classes[pool.labels[i]], "green" if same else "red"))
+        for ax, (img, name, colour) in zip(axes[r], tiles):
+            ax.imshow(img.permute(1, 2, 0).numpy())
+            ax.set_title(name, fontsize=7, color=colour)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def plot_projection(points, labels, classes, title: str | None = None):
+    """A 2-D scatter of projected features, coloured by class."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for c, name in enumerate(classes):
+        m = labels == c
+        ax.scatter(points[m, 0].numpy(), points[m, 1].numpy(), s=6, alpha=0.6, label=name)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.legend(fontsize=8, markerscale=2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_labels(rows: list[dict], title: str | None = None):
+    """Test accuracy against labels per class, one line per strategy."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name in dict.fromkeys(r["strategy"] for r in rows):
+        mine = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r["labels_per_class"])
+        ax.plot([r["labels_per_class"] for r in mine], [100 * r["test_acc"] for r in mine], "o-", label=name)
+    ax.set_xscale("log")
+    xs = sorted({r["labels_per_class"] for r in rows})
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel("labelled images per class"), ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_freeze_runs(rows: list[dict], title: str = "freeze explorer"):
+    """Test accuracy against freeze depth, one line per learning rate; diverged runs marked with x."""
+    import math
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for lr in sorted({r["lr"] for r in rows}):
+        mine = sorted((r for r in rows if r["lr"] == lr), key=lambda r: r["depth"])
+        ok = [r for r in mine if not math.isnan(r["test_acc"])]
+        line, = ax.plot([r["depth"] for r in ok], [100 * r["test_acc"] for r in ok], "o-", label=f"lr {lr:g}")
+        bad = [r for r in mine if math.isnan(r["test_acc"])]
+        if bad:
+            ax.plot([r["depth"] for r in bad], [0] * len(bad), "x", color=line.get_color(), ms=10)
+    ax.set_xticks(range(6), ["0\nnone", "1\nstem", "2\n+layer1", "3\n+layer2", "4\n+layer3", "5\n+layer4"])
+    ax.set_xlabel("stages frozen"), ax.set_ylabel("test accuracy (%)"), ax.set_title(title)
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(confusion, classes, title: str = "confusion matrix (rows: true, columns: predicted)"):
+    """Counts per (true, predicted) pair, with the numbers written in."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    c = confusion.float()
+    ax.imshow(c / c.sum(1, keepdim=True).clamp(min=1), cmap="Blues")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if i == j else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_mistakes(images: ImageData, indices, ev, title: str = "most confident mistakes"):
+    """A gallery of misclassified images: predicted class (confidence) and true class."""
+    n = len(indices)
+    cols = min(6, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, indices.tolist()):
+        pred, true = int(ev.predictions[i]), int(ev.labels[i])
+        ax.imshow(images.images[i].permute(1, 2, 0).numpy())
+        ax.set_title(f"{images.classes[pred]} {100 * ev.probabilities[i, pred]:.0f}%\n(is {images.classes[true]})",
+                     fontsize=7, color="crimson")
+    fig.suptitle(title)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def plot_history(history, title: str | None = None):
+    """Loss and accuracy per epoch, training and validation."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = history["epoch"]
+    ax_loss.plot(epochs, history["train_loss"], "o-", label="train")
+    if history.epochs and "val_loss" in history.last:
+        ax_loss.plot(epochs, history["val_loss"], "o-", label="validation")
+        ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "o-", label="validation")
+    ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", label="train (augmented)")
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.legend(fontsize=8)
+    ax_acc.set_xlabel("epoch"), ax_acc.set_ylabel("accuracy (%)"), ax_acc.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+class LivePlot:
+    """A `fit` callback that redraws the history plot in place after every epoch."""
+
+    def __init__(self, title: str | None = None):
+        self.title, self.handle = title, None
+
+    def __call__(self, history):
+        from IPython.display import display
+
+        fig = plot_history(history, self.title)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+
+
+def plot_lr_find(result, title: str = "learning-rate finder"):
+    """Smoothed loss against learning rate (log scale), with the suggestion marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(result.lrs, result.losses)
+    ax.axvline(result.suggestion, color="crimson", ls="--", label=f"suggestion {result.suggestion:.2g}")
+    ax.set_xscale("log"), ax.set_xlabel("learning rate"), ax.set_ylabel("smoothed loss"), ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -87,9 +87,10 @@ def _on_device(batches, device: torch.device, channels_last: bool):
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, pct_start: float = 0.25):
     """Per-step schedules: one-cycle (warm up to each group's lr, then anneal), cosine, or constant."""
     if schedule == "onecycle":
+        total_steps = max(total_steps, 2)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 2),
-            pct_start=pct_start, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
+            pct_start=max(pct_start, 1.5 / total_steps),  # at least one warm-up step in very short runs anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
             cycle_momentum=False)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
@@ -137,7 +138,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     models.param_groups for discriminative learning rates); their "lr" values are the peak rates.
     checkpoint: a file rewritten atomically after every epoch; with resume=True an existing one is
     continued where it stopped. keep_best: at the end, restore the weights of the best validation epoch.
-    A NaN or infinite loss stops training; the History up to then is returned with `diverged` set.
+    A NaN or infinite loss, or one 20x above the first step's, stops training; the History up to then is
+    returned with `diverged` set.
     """
     from tqdm.auto import tqdm
 
@@ -165,6 +167,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
         if state.get("batches_rng") is not None and hasattr(train, "generator"):
             train.generator.set_state(state["batches_rng"])
     sync_every = 1 if device.type == "cpu" else 25
+    first_loss = None  # a loss 20x above where training started counts as divergence, as does NaN/inf
     bar = tqdm(total=epochs * steps_per_epoch, initial=len(history) * steps_per_epoch, desc=desc,
                unit="batch", disable=not progress, leave=True, dynamic_ncols=True)
     try:
@@ -197,8 +200,10 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
                 seen += len(y)
                 if step % sync_every == 0 or step == steps_per_epoch - 1:
                     current = loss.item()
-                    if not math.isfinite(current):
-                        raise Diverged(f"loss became {current} at epoch {epoch + 1}, step {step + 1}")
+                    first_loss = first_loss if first_loss is not None else current
+                    if not math.isfinite(current) or current > 20 * max(first_loss, 0.1):
+                        raise Diverged(f"loss became {current:.4g} at epoch {epoch + 1}, step {step + 1}"
+                                       + ("" if not math.isfinite(current) else f" (it started at {first_loss:.3g})"))
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{opt.param_groups[-1]['lr']:.2g}")
                 bar.update(1)
             record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,

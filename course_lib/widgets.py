@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from .plots import plot_runs
+from .plots import plot_freeze_runs, plot_runs
 
 
 class WidgetCheck(W.VBox):
@@ -71,3 +71,71 @@ def show(fig):
 
     display(fig)
     plt.close(fig)
+
+
+class FreezeExplorer(W.VBox):
+    """Lesson 2: freeze depth and learning rate, a Run button, and a growing comparison of runs.
+
+    The estimate appears before a run starts; a repeat of a (depth, lr) already run is recalled at once;
+    a diverged run is reported as such. `.run(depth, lr)` does what the button does (for tests).
+    """
+
+    def __init__(self, experiment):
+        from .models import STAGES
+
+        self.experiment = experiment
+        self.depth = W.IntSlider(value=4, min=0, max=5, description="stages frozen", style={"description_width": "initial"})
+        self.lr = W.FloatLogSlider(value=0.01, base=10, min=-4, max=1.5, step=0.1, description="learning rate",
+                                   readout_format=".2g", style={"description_width": "initial"})
+        self.frozen = W.HTML()
+        self.button = W.Button(description="Run", button_style="primary", icon="play")
+        self.status = W.HTML()
+        self.progress = W.Output()
+        self.table = W.HTML()
+        self.plot = W.Output()
+        self._stages = STAGES
+        super().__init__([W.HBox([self.depth, self.lr, self.button]), self.frozen, self.status, self.progress,
+                          self.table, self.plot])
+        self.depth.observe(lambda change: self._describe(), names="value")
+        self.button.on_click(lambda _: self.run(self.depth.value, self.lr.value))
+        self._describe()
+        self.result = None
+
+    def _describe(self):
+        d = self.depth.value
+        frozen = ", ".join(self._stages[:d]) or "nothing"
+        self.frozen.value = f"frozen: <b>{frozen}</b>; trained: {', '.join(self._stages[d:])}"
+
+    def run(self, depth: int, lr: float) -> dict:
+        self.depth.value, self.lr.value = depth, lr
+        depth, lr = self.depth.value, self.lr.value  # as the sliders hold them (clamped to their range)
+        key = (int(depth), float(f"{lr:.3g}"))
+        if key not in self.experiment.runs:
+            estimate = self.experiment.estimate_seconds(depth)
+            self.status.value = f"running: about {estimate:.0f} s ..."
+        with self.progress:
+            self.progress.clear_output(wait=True)
+            self.result = self.experiment.run(depth, lr)
+        r = self.result
+        if r["diverged"]:
+            self.status.value = (f"<span style='color:crimson'>lr {r['lr']:g} diverged (the loss exploded): "
+                                 "try a smaller learning rate</span>")
+        else:
+            self.status.value = (f"{'recalled' if r['cached'] else 'done'}: {100 * r['test_acc']:.1f}% test accuracy, "
+                                 f"{r['trainable_params']:,} trainable parameters, {r['seconds']:.0f} s")
+        self._redraw()
+        return r
+
+    def _redraw(self):
+        rows = self.experiment.table()
+
+        def acc(r):
+            return "diverged" if r["diverged"] else f"{100 * r['test_acc']:.1f}%"
+
+        cells = "".join(f"<tr><td>{r['depth']}</td><td>{r['frozen']}</td><td>{r['lr']:g}</td><td>{acc(r)}</td>"
+                        f"<td>{r['trainable_params']:,}</td><td>{r['seconds']:.0f}</td></tr>" for r in rows)
+        self.table.value = ("<table><tr><th>depth</th><th>frozen</th><th>lr</th><th>test acc</th>"
+                            f"<th>trainable params</th><th>seconds</th></tr>{cells}</table>")
+        with self.plot:
+            self.plot.clear_output(wait=True)
+            show(plot_freeze_runs(rows))

@@ -291,3 +291,12 @@ def test_real_cifar10_second_load_comes_from_the_cache(cifar10, monkeypatch):
     monkeypatch.setattr(data, "_decode_source", no_decoding)
     again = data.load_cifar10(REAL_CIFAR10, progress=False)
     assert torch.equal(again.test.images[:100], cifar10.test.images[:100])
+
+
+def test_repeats_make_a_longer_epoch_of_a_tiny_set():
+    d = data.synthetic_images(n_per_class=5, num_classes=2)
+    loader = data.Batches(d, 4, shuffle=True, drop_last=True, repeats=3, normalize=None)
+    ys = [y for _, y in loader]
+    assert len(loader) == len(ys) == 6
+    first, second = torch.cat(ys[:2]), torch.cat(ys[2:4])
+    assert len(first) == 8 and not torch.equal(first, second)  # each pass is reshuffled

@@ -73,8 +73,35 @@ def test_tampering_scan():
         assert expected in grading.tampering(code, protected), code
 
 
-def test_validate_solutions_pass_and_stubs_fail():
-    assert grading.validate() == []
+def test_validate_lesson1_solutions_pass_and_stubs_fail():
+    assert grading.validate(only=["01_gradient_descent"]) == []
+
+
+@pytest.fixture
+def real_data_env(cifar10, monkeypatch):
+    """Let the grading kernels see the real CIFAR-10 (lessons 2 and 3 need it)."""
+    from conftest import REAL_CIFAR10
+    monkeypatch.setenv("COURSE_CIFAR10", str(REAL_CIFAR10))
+
+
+@pytest.mark.cifar
+def test_validate_lesson2(real_data_env):
+    assert grading.validate(only=["02_transfer_learning"]) == []
+
+
+@pytest.mark.cifar
+def test_lesson2_partial_and_tampered_submission(real_data_env, tmp_path):
+    source = grading.SOURCE_DIR / "02_transfer_learning.ipynb"
+    nb = grading.learner_solved(nbformat.read(source, as_version=4))
+    nb = answer(nb, "count_trainable", "def count_trainable(model):\n    return sum(p.numel() for p in model.parameters())")
+    nb = answer(nb, "freeze_depth", "sweep = [{'depth': 0, 'test_acc': 1.0}]\nmy_depth = 0\nmy_reason = 'the table says depth zero is best'")
+    (tmp_path / "submitted" / "ana").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "submitted" / "ana" / source.name)
+    results = grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=120, progress=False)
+    lesson2 = next(r for r in results if r.lesson == "02_transfer_learning")
+    assert lesson2.scores == {"count_trainable_tests": 0, "head_groups_tests": 2, "freeze_depth_tests": 0}
+    assert any("rebinds sweep" in n for n in lesson2.notes)
+    assert "every parameter, frozen ones included" in lesson2.messages["count_trainable_tests"]
 
 
 def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_path):
@@ -110,6 +137,8 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
     grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=8, progress=False)
 
     rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "grades" / "grades.csv"))}
+    all_points = sum(p for src in grading.SOURCE_DIR.glob("*.ipynb")
+                     for _, p in grading.exercises(nbformat.read(src, as_version=4)))
     col = lambda gid: f"{LESSON}/{gid}"
     full = {"gd_step_tests": 2, "numerical_grad_tests": 2, "converging_lr_tests": 2, "train_linear_tests": 2}
     expected = {
@@ -124,7 +153,8 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
     for student, scores in expected.items():
         got = {gid: float(rows[student][col(gid)]) for gid in scores}
         assert got == {k: float(v) for k, v in scores.items()}, student
-        assert float(rows[student]["total"]) == sum(scores.values()) and rows[student]["max"] == "8"
+        assert float(rows[student]["total"]) == sum(scores.values())  # other lessons: no submission, 0
+        assert float(rows[student]["max"]) == all_points
     feedback = {s: (tmp_path / "grades" / "feedback" / f"{s}.md").read_text() for s in expected}
     assert "8 / 8" in feedback["correct"] and "Notes" not in feedback["correct"]
     assert "stopped after 8 s" in feedback["looping"]

@@ -187,3 +187,65 @@ def check_freeze_depth(depth, reason, rows: list[dict], tolerance: float = 0.02)
         raise AssertionError(f"depth {depth} reached {100 * accs[depth]:.1f}% in the sweep, more than "
                              f"{100 * tolerance:.0f} points below the best depth. Read the table again.")
     _passed("freeze depth", 1)
+
+
+# ------------------------------------------------------------------------------------ lesson 3
+def check_pick_resolution(pick_resolution) -> None:
+    """pick_resolution(costs, budget_seconds, epochs) -> the largest size whose epochs fit, or None."""
+    from .pipeline import largest_size_within
+
+    costs = [{"size": 32, "epoch_seconds": 40.0}, {"size": 64, "epoch_seconds": 150.0},
+             {"size": 128, "epoch_seconds": 600.0}, {"size": 224, "epoch_seconds": 1900.0}]
+    cases = [(900, 10), (900, 5), (3000, 5), (20_000, 10), (100, 5)]
+    for budget, epochs in cases:
+        got = _call(pick_resolution, costs, budget, epochs, what="pick_resolution")
+        want = largest_size_within(costs, budget, epochs)
+        if got != want:
+            hint = ("when even the smallest size does not fit, return None" if want is None else
+                    "multiply the time of one epoch by the number of epochs, then keep the largest size that fits")
+            raise AssertionError(f"with a budget of {budget} s and {epochs} epochs you chose {got!r}. Hint: {hint}.")
+    _passed("pick_resolution", len(cases))
+
+
+def check_replace_head(replace_head) -> None:
+    """replace_head(model, num_classes) -> the same model with a fresh num_classes-way linear head."""
+    from . import models
+
+    for k in (3, 10):
+        model = models.build_resnet18(5)
+        body = model.layer4[1].conv2.weight
+        old_head = model.fc
+        out = _call(replace_head, model, k, what="replace_head")
+        if not isinstance(out, torch.nn.Module):
+            raise AssertionError("replace_head should return the model.")
+        head = getattr(out, "fc", None)
+        if head is old_head or not isinstance(head, torch.nn.Linear):
+            raise AssertionError("the model's fc should be a new torch.nn.Linear.")
+        if head.in_features != 512 or head.out_features != k:
+            raise AssertionError(f"the new head maps {head.in_features} -> {head.out_features}; ResNet18's pooled "
+                                 f"features have 512 values and there are {k} classes. Hint: read model.fc.in_features.")
+        if out.layer4[1].conv2.weight is not body:
+            raise AssertionError("the body was replaced too: keep the pretrained layers, change only the head.")
+        if out(torch.zeros(2, 3, 32, 32)).shape != (2, k):
+            raise AssertionError(f"the model's output should have {k} columns.")
+    _passed("replace_head", 2)
+
+
+def check_confusion_reading(answer, confusion: torch.Tensor, classes: list[str]) -> None:
+    """answer = (true class, predicted class) of the most frequent mistake in `confusion`."""
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2 and all(isinstance(a, str) for a in answer)):
+        raise AssertionError("answer with a pair of class names: (true class, predicted class)")
+    unknown = [a for a in answer if a not in classes]
+    if unknown:
+        raise AssertionError(f"{unknown} are not class names; the classes are {classes}")
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    t, p = classes.index(answer[0]), classes.index(answer[1])
+    if off[t, p] == off.max():
+        _passed("reading the confusion matrix", 1)
+        return
+    if off[p, t] == off.max():
+        raise AssertionError("that pair is the most confused one, but the other way round. Hint: rows are the true "
+                             "class, columns the prediction.")
+    raise AssertionError(f"{answer[0]} predicted as {answer[1]} happened {int(off[t, p])} times; another pair "
+                         "happened more often. Hint: look for the largest number off the diagonal.")

@@ -57,6 +57,8 @@ def start(lab_args: list[str]) -> None:
     install()
     os.chdir(ROOT)
     cmd = [str(venv_python()), "-m", "jupyter", "lab", "notebooks", *lab_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in lab_args:
+        cmd.append("--allow-root")  # containers often run as root; JupyterLab refuses without this flag
     if os.name == "nt":
         sys.exit(subprocess.call(cmd))
     os.execv(cmd[0], cmd)

@@ -26,7 +26,7 @@ def main():
     parser.add_argument("--weights", choices=("course", "random"), default="course",
                         help="course: ImageNet if available, else the course's source model")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.08, help="one-cycle peak")
     parser.add_argument("--recipe-only", action="store_true")
     args = parser.parse_args()
     device = config.setup(seed=0)

@@ -96,23 +96,31 @@ def warm_up_head(model: nn.Module, train_data: data.ImageData, val_data: data.Im
 
 
 def fine_tune(model: nn.Module, train_data: data.ImageData, val_data: data.ImageData, *, epochs: int,
-              peak_lr: float, warmup_epochs: int = 3, body_factor: float = 0.5, normalize="cifar", size=None,
-              device=None, checkpoint=None, callback=None, progress: bool = True) -> tuple[train.History | None, train.History]:
+              peak_lr: float, warmup_epochs: int = 2, body_factor: float = 1.0, batch_size: int = 128,
+              label_smoothing: float = 0.0, normalize="cifar", size=None, device=None, checkpoint=None,
+              callback=None, progress: bool = True) -> tuple[train.History | None, train.History]:
     """The lesson's recipe: head warm-up on cached features (skipped with warmup_epochs=0, e.g. for a
-    random init), then every layer with discriminative rates (each stage at `body_factor` times the next
-    one's), one-cycle, label smoothing 0.1, flip/crop; the best validation epoch's weights are kept."""
+    random init), then every layer (each stage at `body_factor` times the next one's rate: 1.0 is one
+    rate for all, < 1 discriminative), one-cycle, flip/crop; the best validation epoch's weights are kept."""
     device = torch.device(device) if device is not None else config.get_device()
     warm = None
     if warmup_epochs:
         warm = warm_up_head(model, train_data, val_data, epochs=warmup_epochs, normalize=normalize, size=size,
                             device=device, progress=progress)
     batches = dict(normalize=normalize, size=size, device=device)
-    history = train.fit(model, data.Batches(train_data, 256, shuffle=True, augment=True, drop_last=True, **batches),
+    history = train.fit(model, data.Batches(train_data, batch_size, shuffle=True, augment=True, drop_last=True, **batches),
                         data.Batches(val_data, 500, **batches), epochs=epochs, lr=peak_lr,
                         groups=models.param_groups(model, peak_lr, body_factor=body_factor), schedule="onecycle",
-                        label_smoothing=0.1, device=device, checkpoint=checkpoint, callback=callback,
+                        label_smoothing=label_smoothing, device=device, checkpoint=checkpoint, callback=callback,
                         progress=progress, desc="fine-tuning")
     return warm, history
+
+
+def onecycle_peak(suggestion: float, low: float = 0.02, high: float = 0.1) -> float:
+    """One-cycle's peak from lr_find's steepest-descent rate: one-cycle spends most steps well below its
+    peak (it warms up from peak/25 and anneals towards 0), so the peak sits a few times above the steepest
+    point; 4x, kept within [low, high]."""
+    return min(max(4 * suggestion, low), high)
 
 
 def most_confident_mistakes(ev: train.Evaluation, k: int = 12) -> torch.Tensor:

@@ -23,6 +23,11 @@ def test_resolution_costs_and_budget_choice():
     assert pipeline.default_resolution(torch.device("cuda")) == 128
 
 
+def test_onecycle_peak_is_a_few_times_the_steepest_point_within_bounds():
+    assert pipeline.onecycle_peak(0.01) == pytest.approx(0.04)
+    assert pipeline.onecycle_peak(1e-4) == 0.02 and pipeline.onecycle_peak(1.0) == 0.1
+
+
 def test_warm_up_head_trains_only_the_head_then_unfreezes():
     splits = data.synthetic_splits(n_train=24, n_test=8, num_classes=3)
     model = models.build_resnet18(3)

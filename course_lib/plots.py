@@ -29,6 +29,15 @@ def show_images(data: ImageData, per_class: int = 6, seed: int = 0, title: str |
     return fig
 
 
+def _finish(fig, ax, title: str | None):
+    """The common ending of a single-axis plot: optional title, legend, tight layout."""
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _legend(run, label: str | None) -> str:
     name = label or f"lr={run.lr:.3g}" + (f", momentum={run.momentum:g}" if run.momentum else "")
     return name + (f" (diverged at step {run.diverged_at})" if run.diverged else "")
@@ -85,11 +94,7 @@ def plot_curves(curves: dict, xlabel: str = "step", ylabel: str = "loss", title:
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_parameter_paths(runs: dict, target=None, title: str | None = None):
@@ -100,11 +105,7 @@ def plot_parameter_paths(runs: dict, target=None, title: str | None = None):
     if target is not None:
         ax.plot(*target, "k*", ms=12, label="least squares")
     ax.set_xlabel("w"), ax.set_ylabel("b")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def show_filters(weight, title: str = "first-layer filters"):
@@ -172,11 +173,7 @@ def plot_accuracy_vs_labels(rows: list[dict], title: str | None = None):
     xs = sorted({r["labels_per_class"] for r in rows})
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("labelled images per class"), ax.set_ylabel("test accuracy (%)")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_freeze_runs(rows: list[dict], title: str = "freeze explorer"):

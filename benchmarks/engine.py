@@ -17,43 +17,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision import transforms
 
 from course_lib import config, data, features, models, train
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_loader_epoch(model, batches, device, amp=True, max_batches=None):
-    """Images/s of training steps fed by `batches` (after one warm-up batch), with fit's optimizer
-    (SGD, Nesterov momentum, weight decay off BatchNorm and biases), so only the data path differs."""
-    model, channels_last = train.prepare(model, device)
-    autocast, scaler = train.autocast_for(device, amp)
-    opt = train.make_optimizer(train._default_groups(model, 5e-4), 1e-3)
-    model.train()
-    n, start = 0, None
-    for i, (x, y) in enumerate(batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).backward()
-        (scaler.step(opt), scaler.update()) if scaler else opt.step()
-        if i == 0:
-            sync(device)
-            start = time.perf_counter()
-            continue
-        n += len(y)
-        if max_batches and i >= max_batches:
-            break
-    sync(device)
-    return n / (time.perf_counter() - start)
 
 
 def fit_throughput(model, subset, size, bs, device):
@@ -66,7 +32,7 @@ def bare_step_throughput(size, bs, device, steps):
     model = models.build_resnet18(10)
     x = torch.randn(bs, 3, size, size, device=device)
     y = torch.randint(0, 10, (bs,), device=device)
-    return time_loader_epoch(model, [(x, y)] * (steps + 1), device)
+    return train.step_throughput(model, [(x, y)] * (steps + 1), device=device)
 
 
 def dataloader_throughput(subset, size, bs, device, steps, resize_first=False):
@@ -77,7 +43,7 @@ def dataloader_throughput(subset, size, bs, device, steps, resize_first=False):
     if resize_first:  # the seed-style recipe: Resize(224) + ToTensor per sample, nothing else
         tf = [transforms.Resize(size), transforms.ToTensor()]
     loader = data.data_loader(subset, bs, shuffle=True, transform=transforms.Compose(tf), pil=True)
-    return time_loader_epoch(models.build_resnet18(10), loader, device, amp=False, max_batches=steps)
+    return train.step_throughput(models.build_resnet18(10), loader, device=device, amp=False, max_batches=steps)
 
 
 def main():

@@ -1,10 +1,8 @@
 """The full fine-tuning pipeline of lesson 3: what a resolution costs, the recipe (head warm-up, then
-everything with discriminative rates and a one-cycle schedule), mistakes worth looking at, and the
+every layer under a one-cycle schedule, discriminative rates optional), mistakes worth looking at, and the
 "common mistake" recipe that reports accuracy on the data it trained on.
 """
 from __future__ import annotations
-
-import time
 
 import torch
 import torch.nn as nn
@@ -25,34 +23,6 @@ def flops_per_image(model: nn.Module, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def training_throughput(model: nn.Module, size: int, *, batch_size: int = 64, steps: int = 3, device=None) -> float:
-    """Images/s of full training steps at `size` on `device`, best of `steps` after a warm-up step."""
-    device = torch.device(device) if device is not None else config.get_device()
-    model, channels_last = train.prepare(model, device)
-    autocast, scaler = train.autocast_for(device)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.randn(batch_size, 3, size, size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    model.train()
-    best = float("inf")
-    for i in range(steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        with autocast:
-            loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).backward()
-        (scaler.step(opt), scaler.update()) if scaler else opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - t)
-    return batch_size / best
-
-
 def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device=None,
                      batch_size: int | None = None) -> list[dict]:
     """Per resolution: GFLOPs per image (forward), measured training images/s, and the epoch time it implies."""
@@ -62,7 +32,8 @@ def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device
         model = models.build_resnet18(10)
         gflops = flops_per_image(model, size) / 1e9
         bs = batch_size or (256 if device.type == "cuda" else max(8, min(64, 64 * 32 * 32 // (size * size) * 4)))
-        ips = training_throughput(model, size, batch_size=bs, steps=2 if device.type == "cpu" else 5, device=device)
+        batch = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))
+        ips = train.step_throughput(model, [batch] * (3 if device.type == "cpu" else 6), device=device)
         rows.append({"size": size, "gflops": gflops, "images_per_s": ips, "epoch_seconds": n_images / ips})
     return rows
 

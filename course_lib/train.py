@@ -235,6 +235,42 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     return history
 
 
+def step_throughput(model: nn.Module, batches, *, device=None, amp: bool = True, max_batches: int | None = None) -> float:
+    """Training images/s of `model` fed by `batches` (fit's optimizer, autocast and memory format; the first
+    batch warms up and is not counted): one way of timing a step for resolutions, freeze depths and loaders."""
+    device = torch.device(device) if device is not None else config.get_device()
+    model, channels_last = prepare(model, device)
+    autocast, scaler = autocast_for(device, amp)
+    opt = make_optimizer(_default_groups(model, 5e-4), 1e-3)
+    model.train()
+    n, start = 0, None
+    for i, (x, y) in enumerate(batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler else loss).backward()
+        (scaler.step(opt), scaler.update()) if scaler else opt.step()
+        if i == 0:
+            _sync(device)
+            start = time.perf_counter()
+            continue
+        n += len(y)
+        if max_batches and i >= max_batches:
+            break
+    if n == 0:
+        raise ValueError("step_throughput needs at least two batches (the first one only warms up)")
+    _sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 # --------------------------------------------------------------------------------------- evaluate
 @dataclass
 class Evaluation:

@@ -220,18 +220,8 @@ class FreezeExperiment:
         """Measured speed of two training steps at this depth, times the run's images, plus evaluation."""
         if depth not in self._throughput:
             model = models.freeze(models.build_resnet18(self.task.num_classes, weights=self.task.weights), depth)
-            model, _ = train.prepare(model, self.device)
-            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-            x, y = next(iter(_batches(self.task, "train", True, self.seed, self.device)))
-            model.train()
-            timings = []
-            for _ in range(3):
-                t = time.perf_counter()
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-                timings.append(time.perf_counter() - t)
-            self._throughput[depth] = len(y) / min(timings[1:])
+            batch = next(iter(_batches(self.task, "train", True, self.seed, self.device)))
+            self._throughput[depth] = train.step_throughput(model, [batch] * 3, device=self.device)
         images = self.epochs * len(self.task.train)
         eval_images = self.epochs * len(self.task.val) + len(self.task.test)
         return images / self._throughput[depth] + eval_images / (3 * self._throughput[depth])

@@ -175,3 +175,21 @@ def test_linear_probe_on_cached_features(toy):
     probe = data.TensorBatches(feats, toy.train.labels, 32, shuffle=True)
     hist = train.fit(model.fc, probe, epochs=20, lr=0.05, device="cpu", progress=False)
     assert hist["train_acc"][-1] > 0.8
+
+
+def test_step_throughput_times_real_steps_after_a_warm_up_batch():
+    model = models.freeze(models.build_resnet18(3), "layer4")
+    frozen, head = model.layer4[0].conv1.weight.clone(), model.fc.weight.clone()
+    batch = (torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,)))
+    pulled = []
+
+    def batches():
+        for i in range(10):
+            pulled.append(i)
+            yield batch
+
+    assert train.step_throughput(model, batches(), device="cpu", max_batches=3) > 0
+    assert len(pulled) == 4  # the warm-up batch, then three timed ones
+    assert torch.equal(frozen, model.layer4[0].conv1.weight) and not torch.equal(head, model.fc.weight)
+    with pytest.raises(ValueError, match="at least two batches"):
+        train.step_throughput(model, [batch], device="cpu")

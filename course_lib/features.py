@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 
 from . import config
-from .data import Batches, ImageData
-from .models import body_upto, weights_fingerprint
+from .data import Batches, ImageData, TensorBatches
+from .models import body_upto, freeze, weights_fingerprint
 from .storage import atomic_torch_save
-from .train import autocast_for, prepare
+from .train import History, autocast_for, fit, prepare
 
 _MEMORY: dict[str, torch.Tensor] = {}
 _MEMORY_LIMIT = 8
@@ -75,6 +75,21 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
         atomic_torch_save(feats, path)
         _remember(key, feats)
     return feats
+
+
+def fit_head(model: nn.Module, train_data: ImageData, val_data: ImageData | None = None, *, epochs: int,
+             lr: float, batch_size: int = 256, normalize="cifar", size: int | None = None, seed: int = 0,
+             device=None, progress: bool = True, desc: str = "head on cached features") -> History:
+    """Freeze everything but `model.fc` (BatchNorm included) and train the head on cached features of the
+    frozen backbone: one backbone pass, then milliseconds per epoch. The model is left frozen."""
+    freeze(model, "layer4")
+    kw = dict(normalize=normalize, size=size, device=device, progress=progress)
+    train_batches = TensorBatches(extract_features(model, train_data, **kw), train_data.labels,
+                                  min(batch_size, len(train_data)), shuffle=True, seed=seed)
+    val_batches = None
+    if val_data is not None:
+        val_batches = TensorBatches(extract_features(model, val_data, **kw), val_data.labels, 1000)
+    return fit(model.fc, train_batches, val_batches, epochs=epochs, lr=lr, device=device, progress=progress, desc=desc)
 
 
 def _remember(key: str, feats: torch.Tensor) -> None:

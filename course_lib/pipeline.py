@@ -55,13 +55,8 @@ def warm_up_head(model: nn.Module, train_data: data.ImageData, val_data: data.Im
                  lr: float = 0.05, normalize="cifar", size=None, device=None, progress: bool = True) -> train.History:
     """Train only the new head on cached features of the frozen backbone (one backbone pass, then
     milliseconds per epoch), so full fine-tuning starts from a head that already makes sense."""
-    models.freeze(model, "layer4")
-    kw = dict(normalize=normalize, size=size, device=device, progress=progress)
-    tr = features.extract_features(model, train_data, **kw)
-    va = features.extract_features(model, val_data, **kw)
-    history = train.fit(model.fc, data.TensorBatches(tr, train_data.labels, 256, shuffle=True),
-                        data.TensorBatches(va, val_data.labels, 1000), epochs=epochs, lr=lr, device=device,
-                        progress=progress, desc="head warm-up (cached features)")
+    history = features.fit_head(model, train_data, val_data, epochs=epochs, lr=lr, normalize=normalize, size=size,
+                                device=device, progress=progress, desc="head warm-up (cached features)")
     models.unfreeze(model)
     return history
 

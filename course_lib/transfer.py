@@ -93,14 +93,11 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
     train_b = _batches(task, "train", True, seed, device)
     val_b = _batches(task, "val", False, seed, device)
     if name == "linear probe":
-        models.freeze(model, "layer4")
-        feats = {part: features.extract_features(model, getattr(task, part), normalize=task.normalization,
-                                                 size=task.size, device=device, progress=False)
-                 for part in ("train", "val", "test")}
-        probe = data.TensorBatches(feats["train"], task.train.labels, min(64, len(task.train)), shuffle=True, seed=seed)
-        val_f = data.TensorBatches(feats["val"], task.val.labels, 500)
-        history = train.fit(model.fc, probe, val_f, epochs=epochs, lr=lr, **fit_kw)
-        ev = train.evaluate(model.fc, data.TensorBatches(feats["test"], task.test.labels, 1000), device=device)
+        history = features.fit_head(model, task.train, task.val, epochs=epochs, lr=lr, batch_size=64,
+                                    normalize=task.normalization, size=task.size, seed=seed, **fit_kw)
+        test_features = features.extract_features(model, task.test, normalize=task.normalization, size=task.size,
+                                                  device=device, progress=False)
+        ev = train.evaluate(model.fc, data.TensorBatches(test_features, task.test.labels, 1000), device=device)
     else:
         if name == "fine-tune layer4":
             models.freeze(model, "layer3")

@@ -170,11 +170,12 @@ def test_feature_cache_hit_miss_and_invalidation(toy, monkeypatch):
 
 
 def test_linear_probe_on_cached_features(toy):
-    model = models.freeze(small_model(), "layer4")
-    feats = features.extract_features(model, toy.train, normalize=None, device="cpu", progress=False)
-    probe = data.TensorBatches(feats, toy.train.labels, 32, shuffle=True)
-    hist = train.fit(model.fc, probe, epochs=20, lr=0.05, device="cpu", progress=False)
-    assert hist["train_acc"][-1] > 0.8
+    model = small_model()
+    body = model.layer2[0].conv1.weight.clone()
+    hist = features.fit_head(model, toy.train, toy.test, epochs=20, lr=0.05, batch_size=32, normalize=None,
+                             device="cpu", progress=False)
+    assert hist["train_acc"][-1] > 0.8 and "val_acc" in hist.last
+    assert torch.equal(body, model.layer2[0].conv1.weight) and models.frozen_depth(model) == models.STAGES.index("head")
 
 
 def test_step_throughput_times_real_steps_after_a_warm_up_batch():

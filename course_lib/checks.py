@@ -27,7 +27,7 @@ def _call(fn, *args, what: str):
 
 
 def _passed(name: str, cases: int) -> None:
-    print(f"✓ {name}: public checks passed ({cases} cases)")
+    print(f"✓ {name}: public checks passed ({cases} case{'' if cases == 1 else 's'})")
 
 
 def _array(value, what: str) -> np.ndarray:

@@ -42,11 +42,16 @@ class DataError(RuntimeError):
 
 @dataclass
 class ImageData:
-    """Images as one uint8 tensor (N, 3, H, W), int64 labels (N,) and the class names."""
+    """Images as one uint8 tensor (N, 3, H, W), int64 labels (N,) and the class names.
+
+    `index` holds each image's position in the split it was loaded from, kept through subsets, so that
+    "these two sets share no image" can be checked, not assumed.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    index: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -54,6 +59,8 @@ class ImageData:
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images")
         self.classes = list(self.classes)
+        if self.index is None:
+            self.index = torch.arange(len(self.labels))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -68,7 +75,7 @@ class ImageData:
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> "ImageData":
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageData(self.images[idx], self.labels[idx], self.classes)
+        return ImageData(self.images[idx], self.labels[idx], self.classes, self.index[idx])
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=len(self.classes))
@@ -304,6 +311,16 @@ def train_val_split(data: ImageData, n_val: int = 5000, seed: int = 0) -> tuple[
     return data.subset(torch.cat(train_idx).sort().values), data.subset(torch.cat(val_idx).sort().values)
 
 
+COURSE_VAL_SIZE = 5000  # images of CIFAR-10's official training set held out for validation
+
+
+def course_split(train: ImageData) -> tuple[ImageData, ImageData]:
+    """The course's one fixed split of CIFAR-10's 50,000 training images: 45,000 to train on (pretraining
+    the source model included) and 5,000 to choose with. Every lesson uses it, so no validation image
+    was ever seen in training, by the source model or by a lesson's model."""
+    return train_val_split(train, n_val=COURSE_VAL_SIZE, seed=0)
+
+
 def per_class(data: ImageData, n: int, seed: int = 0) -> ImageData:
     """n images of every class (few-label experiments), the same ones for the same seed."""
     gen = torch.Generator().manual_seed(seed)
@@ -325,7 +342,7 @@ def select_classes(data: ImageData, names: Sequence[str]) -> ImageData:
     keep = torch.isin(data.labels, old)
     remap = torch.full((len(data.classes),), -1, dtype=torch.long)
     remap[old] = torch.arange(len(names))
-    return ImageData(data.images[keep], remap[data.labels[keep]], list(names))
+    return ImageData(data.images[keep], remap[data.labels[keep]], list(names), data.index[keep])
 
 
 # ---------------------------------------------------------------------------------------- batches

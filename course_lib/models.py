@@ -14,7 +14,7 @@ import torch.nn as nn
 import torchvision
 from torchvision.models import ResNet18_Weights
 
-from . import config
+from . import config, data
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
 _STAGE_CHILDREN = {"stem": ("conv1", "bn1"), "head": ("fc",)}
@@ -40,13 +40,18 @@ def build_resnet18(num_classes: int = 10, weights: str | Path | None = None, *, 
     info = {"source": "random init", "normalization": "cifar"}
     if weights == "imagenet":
         model.load_state_dict(_imagenet_state_dict())
-        info = {"source": "torchvision ResNet18_Weights.IMAGENET1K_V1", "normalization": "imagenet"}
+        preset = IMAGENET_WEIGHTS.transforms()  # the weights declare the input statistics they were trained with
+        info = {"source": "torchvision ResNet18_Weights.IMAGENET1K_V1", "normalization": "imagenet",
+                "mean": list(preset.mean), "std": list(preset.std)}
     if cifar_stem:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     if weights is not None and weights != "imagenet":
         info = _load_checkpoint_weights(model, Path(weights))
     model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if "mean" not in info:  # older checkpoints name their statistics instead of listing them
+        mean, std = data.normalization(info["normalization"])
+        info.update(mean=list(mean), std=list(std))
     model.weights_info = info
     return model
 

@@ -21,7 +21,7 @@ def test_course_weights_fall_back_to_the_source_model_loudly(fast, monkeypatch, 
 @pytest.mark.cifar
 def test_source_pretraining_then_transfer_beats_chance(fast, cifar10):
     path = pretrained.pretrain_source_model(cifar10, progress=False)
-    assert path.name == "resnet18-cifar5-source-fast.pt"
+    assert path.name == "resnet18-cifar5-source-v2-fast.pt"
     assert pretrained.pretrain_source_model(cifar10, progress=False) == path  # cached: no second training
     meta = models.read_state_dict(path)[1]
     assert meta["classes"] == list(pretrained.SOURCE_CLASSES) and meta["fast_mode"] is True
@@ -37,3 +37,26 @@ def test_source_pretraining_then_transfer_beats_chance(fast, cifar10):
     assert hist.diverged is None
     assert ev.accuracy > 0.25, f"test accuracy {ev.accuracy:.3f} is not far above chance (0.10)"
     assert ev.confusion.sum() == 1000
+
+
+def _cifar_named(n_per_class: int) -> data.ImageData:
+    images = data.synthetic_images(n_per_class, num_classes=10, size=8)
+    return data.ImageData(images.images, images.labels, list(data.CIFAR10_CLASSES))
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_source_model_never_sees_an_image_a_lesson_validates_on(mode, monkeypatch):
+    if mode == "fast":
+        monkeypatch.setenv(config.FAST_ENV, "1")
+    train_part = _cifar_named(5200)  # 52,000 > CIFAR's 50,000, so the split's sizes are exercised too
+    splits = data.Splits(train_part, _cifar_named(10))
+    src_train, src_val = pretrained.source_task(splits)
+    course_train, course_val = data.course_split(train_part)
+    used = set(src_train.index.tolist()) | set(src_val.index.tolist())
+    assert len(course_val) == 5000 and len(course_train) == 52000 - 5000
+    assert used.isdisjoint(course_val.index.tolist())
+    assert used <= set(course_train.index.tolist())
+    assert set(src_train.index.tolist()).isdisjoint(src_val.index.tolist())
+    # the source classes only, and their labels are the five source classes
+    names = [data.CIFAR10_CLASSES[int(train_part.labels[i])] for i in used]
+    assert set(names) == set(pretrained.SOURCE_CLASSES)

@@ -173,20 +173,235 @@ def check_head_groups(head_groups) -> None:
     _passed("head_groups", 1)
 
 
-def check_freeze_depth(depth, reason, rows: list[dict], tolerance: float = 0.02) -> None:
-    """A freeze depth whose test accuracy in the lesson's own sweep is within `tolerance` of the best."""
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 5:
-        raise AssertionError(f"my_depth should be a whole number of stages from 0 to 5, got {depth!r}")
-    if not isinstance(reason, str) or len(reason.split()) < 5:
-        raise AssertionError("my_reason should say in a sentence why, citing the table above.")
-    accs = {r["depth"]: r["test_acc"] for r in rows if not r.get("diverged")}
-    if depth not in accs:
-        raise AssertionError(f"depth {depth} is not in the sweep's table; choose one of {sorted(accs)}")
-    best = max(accs.values())
-    if accs[depth] < best - tolerance:
-        raise AssertionError(f"depth {depth} reached {100 * accs[depth]:.1f}% in the sweep, more than "
-                             f"{100 * tolerance:.0f} points below the best depth. Read the table again.")
-    _passed("freeze depth", 1)
+def check_choose_depth(choose_depth) -> None:
+    """choose_depth(rows) -> the depth of the run with the highest validation accuracy (diverged runs,
+    whose val_acc is None, skipped)."""
+    def row(depth, val_acc, lr=0.02):
+        return {"depth": depth, "frozen": "...", "lr": lr, "val_acc": val_acc, "trainable_params": 1000 * (6 - depth),
+                "seconds": 10.0 + depth, "diverged": None if val_acc is not None else "diverged at step 3 (epoch 1)"}
+
+    cases = [([row(d, a) for d, a in zip(range(6), (0.48, 0.52, 0.55, 0.61, 0.70, 0.66))], {4}),
+             ([row(3, 0.61), row(0, 0.72), row(5, 0.66), row(1, 0.50)], {0}),
+             ([row(0, None), row(2, 0.58), row(4, 0.64), row(5, 0.60), row(1, None)], {4}),
+             ([row(5, 0.62), row(2, 0.62), row(3, 0.55)], {5, 2})]
+    for i, (rows, best) in enumerate(cases, 1):
+        shown = [(r["depth"], r["val_acc"]) for r in rows]
+        try:
+            got = choose_depth([dict(r) for r in rows])
+        except NotImplementedError as e:
+            raise ExerciseNotDone("choose_depth is not implemented yet: replace the `raise NotImplementedError` line.") from e
+        except TypeError as e:
+            raise AssertionError(f"case {i}: choose_depth raised TypeError ({e}) on runs (depth, val_acc) {shown}. "
+                                 "Hint: a diverged run has val_acc None; leave such runs out before comparing.") from e
+        except Exception as e:
+            raise AssertionError(f"case {i}: choose_depth raised {type(e).__name__}: {e}") from e
+        if isinstance(got, dict):
+            raise AssertionError(f"case {i}: choose_depth returned a whole row; return its depth (an int).")
+        if not isinstance(got, int) or isinstance(got, bool):
+            raise AssertionError(f"case {i}: choose_depth should return a depth (an int), got {got!r}")
+        if got in best:
+            continue
+        positions = [r["depth"] for r in rows]
+        hint = ("that is the run's position in the list, not its depth: read the row's 'depth'." if
+                got < len(rows) and positions[got] in best and got not in positions[:1] else
+                "pick the run with the HIGHEST validation accuracy." if got == min(
+                    (r for r in rows if r["val_acc"] is not None), key=lambda r: r["val_acc"])["depth"] else
+                "compare the runs' 'val_acc' values and return the depth of the best one.")
+        raise AssertionError(f"case {i}: for runs (depth, val_acc) {shown} you chose depth {got!r}. Hint: {hint}")
+    _passed("choose_depth", len(cases))
+
+
+# Shared by the loop exercises: a tiny classifier on 4 features whose BatchNorm (and dropout) make train
+# mode visibly different from eval mode, and batches that must be moved to the device before use.
+class NotMoved(torch.Tensor):
+    """A batch tensor as a loader yields it, before `.to(device)`. The check's model refuses it, as a GPU
+    model refuses a CPU batch, so a missing device move shows on any machine."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        result = super().__torch_function__(func, types, args, kwargs or {})
+        if func in (torch.Tensor.to, torch.Tensor.cuda) and isinstance(result, torch.Tensor):
+            return result.as_subclass(torch.Tensor)
+        return result
+
+
+class ProbeNet(torch.nn.Module):
+    """Records, for every forward pass, whether it ran in train mode and with gradients on."""
+
+    def __init__(self, num_classes: int = 3, dropout: float = 0.5, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.drop = torch.nn.Dropout(dropout)
+        self.fc = torch.nn.Linear(4, num_classes)
+        with torch.no_grad():  # running statistics far from any batch's: train mode changes the answer
+            self.bn.running_mean.fill_(1.5)
+            self.bn.running_var.fill_(4.0)
+        self.calls = []
+
+    def forward(self, x):
+        if isinstance(x, NotMoved):
+            raise RuntimeError("Expected all tensors to be on the same device: this batch was never moved to "
+                               "`device`. Hint: x = x.to(device) (and y too) before using a batch.")
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        return self.fc(self.drop(self.bn(x)))
+
+
+def _probe_batches(sizes, seed: int, num_classes: int = 3):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for n in sizes:
+        x = torch.randn(n, 4, generator=gen) * 2 + 1
+        y = torch.randint(0, num_classes, (n,), generator=gen)
+        out.append((x.as_subclass(NotMoved), y.as_subclass(NotMoved)))
+    return out
+
+
+def _plain(batches):
+    return [(x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)) for x, y in batches]
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise AssertionError(f"{what} should return a number, got {value!r}")
+    return float(value)
+
+
+def check_evaluate_accuracy(evaluate_accuracy, seed: int = 0) -> None:
+    """evaluate_accuracy(model, batches, device) -> the share of correctly classified examples (0..1)."""
+    device = torch.device("cpu")
+    sizes = [(64, 64, 5), (100, 7), (33, 33, 33, 2)]
+    for i, sz in enumerate(sizes, 1):
+        model = ProbeNet(seed=seed + i)
+        model.train()  # as a training loop leaves it
+        batches = _probe_batches(sz, seed + 10 * i)
+        got = _number(_call(evaluate_accuracy, model, batches, device, what="evaluate_accuracy"), "evaluate_accuracy")
+        if not model.calls:
+            raise AssertionError("evaluate_accuracy never called the model.")
+        if any(training for training, _ in model.calls):
+            raise AssertionError("the model ran in training mode: BatchNorm then normalises with each batch's own "
+                                 "statistics and dropout drops units, so the accuracy is not the model's. "
+                                 "Hint: switch the model to evaluation mode first.")
+        if any(grad for _, grad in model.calls):
+            raise AssertionError("gradients were tracked during evaluation, which costs memory and time for "
+                                 "nothing. Hint: run the loop under torch.no_grad() (or torch.inference_mode()).")
+        model.eval()
+        with torch.no_grad():
+            hits = [(model(x).argmax(1) == y).sum().item() for x, y in _plain(batches)]
+        want = sum(hits) / sum(sz)
+        per_batch = sum(h / n for h, n in zip(hits, sz)) / len(sz)
+        if math.isclose(got, 100 * want, rel_tol=1e-6):
+            raise AssertionError(f"case {i}: you returned {got:g}, a percentage; return the fraction (0..1).")
+        if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+            hint = ("that is the mean of the batches' accuracies, but the batches have different sizes "
+                    f"{list(sz)}: count correct predictions and examples over the whole set, then divide."
+                    if math.isclose(got, per_batch, rel_tol=1e-6) else
+                    "count predictions (argmax over the classes) equal to the labels, over all batches.")
+            raise AssertionError(f"case {i}: batches of sizes {list(sz)} gave {got:.4f}. Hint: {hint}")
+    _passed("evaluate_accuracy", len(sizes))
+
+
+def _reference_epoch(model, batches, optimizer) -> float:
+    model.train()
+    total, n = 0.0, 0
+    for x, y in _plain(batches):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total, n = total + loss.item() * len(y), n + len(y)
+    return total / n
+
+
+def check_train_one_epoch(train_one_epoch, seed: int = 0) -> None:
+    """train_one_epoch(model, batches, optimizer, device) -> the epoch's mean training loss per example,
+    after one pass of zero_grad / forward / cross-entropy / backward / step over every batch."""
+    import copy
+
+    device = torch.device("cpu")
+    sizes = [(32, 32, 32, 8), (50, 50, 3)]
+    for i, sz in enumerate(sizes, 1):
+        batches = _probe_batches(sz, seed + 20 * i)
+        model = ProbeNet(dropout=0.0, seed=seed + i)
+        model.eval()  # as an evaluation leaves it: the epoch must switch back to training mode
+        reference = copy.deepcopy(model)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        ref_loss = _reference_epoch(reference, batches, torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9))
+        got = _number(_call(train_one_epoch, model, batches, optimizer, device, what="train_one_epoch"),
+                      "train_one_epoch")
+        if not model.calls or not any(training for training, _ in model.calls):
+            raise AssertionError("the model never ran in training mode (it came in evaluation mode). "
+                                 "Hint: switch it to training mode at the start of the epoch.")
+        if len(model.calls) != len(sz):
+            raise AssertionError(f"the model ran {len(model.calls)} forward passes for {len(sz)} batches: "
+                                 "one forward pass per batch.")
+        state, ref_state = model.state_dict(), reference.state_dict()
+        if all(torch.equal(state[k], before[k]) for k in ("fc.weight", "bn.weight")):
+            raise AssertionError("the weights did not change. Hint: the optimizer's step must come after "
+                                 "backward and before the gradients are zeroed again.")
+        moved = [k for k in ref_state if not torch.allclose(state[k].float(), ref_state[k].float(), rtol=1e-4, atol=1e-6)]
+        if moved:
+            raise AssertionError(f"case {i}: after the epoch, {', '.join(moved)} differ from one correct epoch. "
+                                 "Hint: each step must use only its own batch's gradient (zero the gradients before "
+                                 "backward), in the order zero_grad, forward, loss, backward, step; the loss is "
+                                 "torch.nn.functional.cross_entropy.")
+        if not math.isclose(got, ref_loss, rel_tol=1e-4):
+            hint = (f"weight each batch's loss by its number of examples (batches of {list(sz)}), or sum the "
+                    "per-example losses and divide by the total.")
+            raise AssertionError(f"case {i}: the weights are right, but the returned loss is {got:.5f}; the mean "
+                                 f"loss per example over the epoch is {ref_loss:.5f}. Hint: {hint}")
+    model = ProbeNet(dropout=0.0, seed=seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = [_number(_call(train_one_epoch, model, _probe_batches((64, 64), seed + 99), optimizer, device,
+                            what="train_one_epoch"), "train_one_epoch") for _ in range(4)]
+    if not losses[-1] < losses[0]:
+        raise AssertionError(f"over 4 epochs on the same batches the loss went {[round(l, 4) for l in losses]}: "
+                             "it should go down.")
+    _passed("train_one_epoch", len(sizes) + 1)
+
+
+def check_freeze_by_hand(freeze_through_layer3, train_mode) -> None:
+    """freeze_through_layer3(model) freezes the stem (conv1, bn1) and layer1..layer3; train_mode(model) is
+    what a training loop calls instead of model.train(): everything trains except the frozen BatchNorm
+    layers, which stay in eval mode so their running statistics do not move."""
+    from . import models
+
+    frozen_stages = ("conv1", "bn1", "layer1", "layer2", "layer3")
+    for case in (1, 2):
+        torch.manual_seed(case)
+        model = models.build_resnet18(5)
+        _call(freeze_through_layer3, model, what="freeze_through_layer3")
+        wrong = sorted({n.split(".")[0] for n, p in model.named_parameters()
+                        if p.requires_grad == n.startswith(frozen_stages)})
+        if wrong:
+            parts = ", ".join(wrong)
+            hint = ("layer4 and the head must keep learning" if set(wrong) & {"layer4", "fc"} else
+                    "the stem is conv1 and bn1: freeze it too" if set(wrong) <= {"conv1", "bn1"} else
+                    "set requires_grad to False (p.requires_grad_(False)) on every parameter of those stages")
+            raise AssertionError(f"after freeze_through_layer3, these parts have the wrong requires_grad: {parts}. "
+                                 f"Hint: {hint}.")
+        model.eval()
+        _call(train_mode, model, what="train_mode")
+        bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        should_learn = {n for n in bns if n.startswith("layer4")}
+        if any(bns[n].training for n in bns if n not in should_learn):
+            raise AssertionError("after train_mode, frozen BatchNorm layers are in training mode, so a training "
+                                 "batch would move their running statistics. Hint: model.train() switches every "
+                                 "module to training mode; put the frozen BatchNorm layers back in eval mode after it.")
+        if not all(bns[n].training for n in should_learn) or not model.fc.training:
+            raise AssertionError("after train_mode, layer4's BatchNorm layers (or the model) are in eval mode: only "
+                                 "the frozen ones should be. Hint: start from model.train().")
+        before = {n: m.running_mean.clone() for n, m in bns.items()}
+        model(torch.randn(8, 3, 32, 32) * 3 + 1)
+        moved = [n for n in bns if n not in should_learn and not torch.equal(bns[n].running_mean, before[n])]
+        if moved:
+            raise AssertionError(f"a training batch moved the running statistics of frozen layers ({moved[0]}, ...).")
+        if all(torch.equal(bns[n].running_mean, before[n]) for n in should_learn):
+            raise AssertionError("layer4's BatchNorm statistics did not update in training mode.")
+    _passed("freeze by hand", 2)
 
 
 # ------------------------------------------------------------------------------------ lesson 3

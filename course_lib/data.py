@@ -318,7 +318,7 @@ def course_split(train: ImageData) -> tuple[ImageData, ImageData]:
     """The course's one fixed split of CIFAR-10's 50,000 training images: 45,000 to train on (pretraining
     the source model included) and 5,000 to choose with. Every lesson uses it, so no validation image
     was ever seen in training, by the source model or by a lesson's model."""
-    return train_val_split(train, n_val=COURSE_VAL_SIZE, seed=0)
+    return train_val_split(train, n_val=COURSE_VAL_SIZE, seed=0)  # read at call time (tests shrink it)
 
 
 def per_class(data: ImageData, n: int, seed: int = 0) -> ImageData:

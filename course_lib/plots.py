@@ -164,32 +164,33 @@ def plot_projection(points, labels, classes, title: str | None = None):
 
 
 def plot_accuracy_vs_labels(rows: list[dict], title: str | None = None):
-    """Test accuracy against labels per class, one line per strategy."""
+    """Validation accuracy against the label budget, one line per strategy; diverged runs are left out."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name in dict.fromkeys(r["strategy"] for r in rows):
-        mine = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r["labels_per_class"])
-        ax.plot([r["labels_per_class"] for r in mine], [100 * r["test_acc"] for r in mine], "o-", label=name)
+        mine = sorted((r for r in rows if r["strategy"] == name and r["val_acc"] is not None),
+                      key=lambda r: r["labels_per_class"])
+        ax.plot([r["labels_per_class"] for r in mine], [100 * r["val_acc"] for r in mine], "o-", label=name)
     ax.set_xscale("log")
+    ax.minorticks_off()
     xs = sorted({r["labels_per_class"] for r in rows})
     ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_xlabel("labelled images per class"), ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("training labels per class (and as many validation labels)"), ax.set_ylabel("validation accuracy (%)")
     return _finish(fig, ax, title)
 
 
 def plot_freeze_runs(rows: list[dict], title: str = "freeze explorer"):
-    """Test accuracy against freeze depth, one line per learning rate; diverged runs marked with x."""
-    import math
-
+    """Validation accuracy against freeze depth, one line per learning rate; diverged runs marked with x at 0."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for lr in sorted({r["lr"] for r in rows}):
         mine = sorted((r for r in rows if r["lr"] == lr), key=lambda r: r["depth"])
-        ok = [r for r in mine if not math.isnan(r["test_acc"])]
-        line, = ax.plot([r["depth"] for r in ok], [100 * r["test_acc"] for r in ok], "o-", label=f"lr {lr:g}")
-        bad = [r for r in mine if math.isnan(r["test_acc"])]
+        ok = [r for r in mine if r["val_acc"] is not None]
+        line, = ax.plot([r["depth"] for r in ok], [100 * r["val_acc"] for r in ok], "o-", label=f"lr {lr:g}")
+        bad = [r for r in mine if r["val_acc"] is None]
         if bad:
-            ax.plot([r["depth"] for r in bad], [0] * len(bad), "x", color=line.get_color(), ms=10)
+            ax.plot([r["depth"] for r in bad], [0] * len(bad), "x", color=line.get_color(), ms=10,
+                    label=f"lr {lr:g}: diverged")
     ax.set_xticks(range(6), ["0\nnone", "1\nstem", "2\n+layer1", "3\n+layer2", "4\n+layer3", "5\n+layer4"])
-    ax.set_xlabel("stages frozen"), ax.set_ylabel("test accuracy (%)"), ax.set_title(title)
+    ax.set_xlabel("stages frozen"), ax.set_ylabel("validation accuracy (%)"), ax.set_title(title)
     if rows:
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -14,11 +14,14 @@ from . import config, data, features, models, pretrained, train
 
 @dataclass
 class Task:
-    """A few-label classification task and the pretrained weights to start from."""
+    """A few-label classification task: training and validation images, and the weights to start from.
+
+    There is no test set here on purpose: everything decided with a Task (strategy, freeze depth, learning
+    rate, best epoch) is decided on validation data. Test images are handed over once, to `accuracy_on_test`.
+    """
 
     train: data.ImageData
     val: data.ImageData
-    test: data.ImageData
     weights: str | Path
     normalization: str = "cifar"
     size: int | None = None  # input resolution the model sees (None: the images' own)
@@ -31,19 +34,35 @@ class Task:
     def num_classes(self) -> int:
         return len(self.train.classes)
 
+    @property
+    def labelled_per_class(self) -> int:
+        """Labels the task really uses per class: training images plus validation images."""
+        return int(self.train.class_counts().min() + self.val.class_counts().min())
+
 
 def make_task(splits: data.Splits, weights, labels_per_class: int, *, classes=pretrained.TARGET_CLASSES,
-              val_per_class: int = 50, test_per_class: int | None = None, size: int | None = None,
-              seed: int = 0) -> Task:
-    """`labels_per_class` training images of each target class, a validation set from the rest of the
-    training split, and the target classes' test images (all, or `test_per_class` of each)."""
-    pool = data.select_classes(splits.train, classes)
-    fit_pool, val_pool = data.train_val_split(pool, n_val=val_per_class * len(classes), seed=seed)
+              size: int | None = None, seed: int = 0) -> Task:
+    """`labels_per_class` training images of each target class from the course split's training part,
+    and as many validation images per class from its validation part (a validation set larger than the
+    training budget would be labels the budget does not count). Only `splits.train` is read."""
+    course_train, course_val = data.course_split(splits.train)
+    train_part = data.per_class(data.select_classes(course_train, classes), labels_per_class, seed=seed)
+    val_part = data.per_class(data.select_classes(course_val, classes), labels_per_class, seed=seed)
+    return Task(train_part, val_part, weights, normalization_of(weights), size)
+
+
+def normalization_of(weights) -> str:
+    """The input normalization the weights were trained with."""
+    if weights == "imagenet":
+        return "imagenet"
+    return models.read_state_dict(Path(weights))[1].get("normalization", "cifar")
+
+
+def target_test_set(splits: data.Splits, classes=pretrained.TARGET_CLASSES, per_class: int | None = None,
+                    seed: int = 0) -> data.ImageData:
+    """The target classes' test images (all, or `per_class` of each): for the chosen model only."""
     test = data.select_classes(splits.test, classes)
-    if test_per_class is not None:
-        test = data.per_class(test, test_per_class, seed=seed)
-    normalization = "imagenet" if weights == "imagenet" else models.read_state_dict(Path(weights))[1].get("normalization", "cifar")
-    return Task(data.per_class(fit_pool, labels_per_class, seed=seed), val_pool, test, weights, normalization, size)
+    return test if per_class is None else data.per_class(test, per_class, seed=seed)
 
 
 def input_size_for(weights, device: torch.device) -> int:
@@ -54,9 +73,31 @@ def input_size_for(weights, device: torch.device) -> int:
     return 128 if device.type == "cuda" else 64
 
 
+def _batches(task: Task, part: str, shuffle: bool, seed: int, device):
+    if shuffle:
+        return training_batches(task, device, seed)
+    return evaluation_batches(task, getattr(task, part), device)
+
+
+def training_batches(task: Task, device=None, seed: int = 0, batch_size: int = 64) -> data.Batches:
+    """Shuffled, augmented batches of the task's training images; a few-label set is repeated so that
+    an epoch shows at least EPOCH_IMAGES images."""
+    d = task.train
+    return data.Batches(d, min(batch_size, len(d)), shuffle=True, augment=True, drop_last=True,
+                        normalize=task.normalization, size=task.size, device=device, seed=seed,
+                        repeats=max(1, -(-EPOCH_IMAGES // len(d))))
+
+
+def evaluation_batches(task: Task, images: data.ImageData, device=None) -> data.Batches:
+    """Unaugmented batches of `images`, prepared like the task's training images."""
+    return data.Batches(images, 500, normalize=task.normalization, size=task.size, device=device)
+
+
 # -------------------------------------------------------------------------------------- strategies
 STRATEGIES = {
-    # name: (what is trained, peak learning rate)
+    # name: (what is trained, peak learning rate). The rates are the usual starting points (a fresh
+    # network or a lone head tolerates larger steps than pretrained layers); they were not tuned on
+    # this task, and certainly not on its test images.
     "from scratch": ("every layer, random init", 0.05),
     "linear probe": ("the head only, on cached features of the frozen backbone", 0.05),
     "fine-tune layer4": ("layer4 and the head; stem..layer3 frozen", 0.02),
@@ -69,25 +110,17 @@ STRATEGIES = {
 EPOCH_IMAGES = 1000  # a training "epoch" shows at least this many images (a few-label set repeats)
 
 
-def _batches(task: Task, part: str, shuffle: bool, seed: int, device, batch_size: int = 64):
-    d = getattr(task, part)
-    if not shuffle:
-        return data.Batches(d, 500, normalize=task.normalization, size=task.size, device=device)
-    bs = min(batch_size, len(d))
-    return data.Batches(d, bs, shuffle=True, augment=True, drop_last=True, normalize=task.normalization,
-                        size=task.size, device=device, seed=seed, repeats=max(1, -(-EPOCH_IMAGES // len(d))))
-
-
 def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None, seed: int = 0, device=None,
-                 progress: bool = True) -> dict:
-    """Train with one of STRATEGIES and measure it on the task's test set. Returns a result row."""
+                 progress: bool = True) -> tuple[dict, torch.nn.Module]:
+    """Train with one of STRATEGIES, keep its best validation epoch, and return (result row, model).
+
+    The row's `val_acc` is None for a run that diverged; `diverged` then says where."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {list(STRATEGIES)}")
     device = torch.device(device) if device is not None else config.get_device()
     lr = lr if lr is not None else STRATEGIES[name][1]
     config.seed_everything(seed)
-    k = task.num_classes
-    model = models.build_resnet18(k, weights=None if name == "from scratch" else task.weights)
+    model = models.build_resnet18(task.num_classes, weights=None if name == "from scratch" else task.weights)
     t0 = time.perf_counter()
     fit_kw = dict(device=device, progress=progress, desc=f"{name} ({task.labels_per_class}/class)")
     train_b = _batches(task, "train", True, seed, device)
@@ -95,60 +128,93 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
     if name == "linear probe":
         history = features.fit_head(model, task.train, task.val, epochs=epochs, lr=lr, batch_size=64,
                                     normalize=task.normalization, size=task.size, seed=seed, **fit_kw)
-        test_features = features.extract_features(model, task.test, normalize=task.normalization, size=task.size,
-                                                  device=device, progress=False)
-        ev = train.evaluate(model.fc, data.TensorBatches(test_features, task.test.labels, 1000), device=device)
+        trainable = sum(p.numel() for p in model.fc.parameters())
+    elif name == "warm-up, then all":
+        warm = max(1, epochs // 3)  # both phases run, however short the budget
+        models.freeze(model, "layer4")
+        first = train.fit(model, train_b, val_b, epochs=warm, lr=10 * lr, **fit_kw)
+        models.unfreeze(model)
+        trainable = models.trainable_parameters(model)
+        history = first if first.diverged else train.fit(model, train_b, val_b, epochs=max(1, epochs - warm), lr=lr, **fit_kw)
+        if not first.diverged:
+            history.epochs = first.epochs + history.epochs
     else:
         if name == "fine-tune layer4":
             models.freeze(model, "layer3")
-        if name == "warm-up, then all":
-            warm = max(1, epochs // 3)
-            models.freeze(model, "layer4")
-            first = train.fit(model, train_b, val_b, epochs=warm, lr=10 * lr, **fit_kw)
-            models.unfreeze(model)
-            history = train.fit(model, train_b, val_b, epochs=epochs - warm, lr=lr, **fit_kw)
-            history.epochs = first.epochs + history.epochs
-            history.diverged = first.diverged or history.diverged
-        else:
-            groups = models.param_groups(model, lr, body_factor=0.4) if name == "discriminative rates" else None
-            history = train.fit(model, train_b, val_b, epochs=epochs, lr=lr, groups=groups, **fit_kw)
-        ev = train.evaluate(model, _batches(task, "test", False, seed, device), device=device)
-    return {"strategy": name, "labels_per_class": task.labels_per_class, "test_acc": ev.accuracy,
-            "best_val_acc": max(history["val_acc"]) if len(history) else float("nan"),
-            "trainable_params": models.trainable_parameters(model) if name != "linear probe" else
-            sum(p.numel() for p in model.fc.parameters()),
-            "seconds": time.perf_counter() - t0, "diverged": history.diverged is not None}
+        groups = models.param_groups(model, lr, body_factor=0.4) if name == "discriminative rates" else None
+        history = train.fit(model, train_b, val_b, epochs=epochs, lr=lr, groups=groups, **fit_kw)
+        trainable = models.trainable_parameters(model)
+    row = {"strategy": name, "labels_per_class": task.labels_per_class, "labelled_per_class": task.labelled_per_class,
+           "val_acc": None if history.diverged else history.best_val_acc, "diverged": history.status() if history.diverged else None,
+           "trainable_params": trainable, "seconds": time.perf_counter() - t0, "seed": seed}
+    return row, model
+
+
+@dataclass
+class Comparison:
+    """Every strategy's validation result per label budget, and the model chosen on validation for each."""
+
+    rows: list[dict]
+    chosen: dict[int, tuple[dict, torch.nn.Module]]  # labels per class -> (row, model)
+    tasks: dict[int, Task]
 
 
 def compare_strategies(splits: data.Splits, weights, labels_per_class=(10, 50, 100), strategies=None, *,
-                       epochs: int = 30, seed: int = 0, test_per_class: int | None = None, size: int | None = None,
-                       device=None, progress: bool = True) -> list[dict]:
-    """Every strategy for every label count, on the same data with the same number of epochs."""
-    rows = []
+                       epochs: int = 30, seed: int = 0, size: int | None = None, device=None,
+                       progress: bool = True) -> Comparison:
+    """Every strategy for every label budget, on the same data with the same number of epochs, judged on
+    validation. Only the best model per budget is kept, for `accuracy_on_test`. Never reads `splits.test`."""
+    rows, chosen, tasks = [], {}, {}
     for n in labels_per_class:
-        task = make_task(splits, weights, n, test_per_class=test_per_class, size=size, seed=seed)
+        task = tasks[n] = make_task(splits, weights, n, size=size, seed=seed)
         for name in strategies or STRATEGIES:
-            rows.append(run_strategy(name, task, epochs=epochs, seed=seed, device=device, progress=progress))
-    return rows
+            row, model = run_strategy(name, task, epochs=epochs, seed=seed, device=device, progress=progress)
+            rows.append(row)
+            if row["val_acc"] is not None and (n not in chosen or row["val_acc"] > chosen[n][0]["val_acc"]):
+                chosen[n] = (row, model)
+    return Comparison(rows, chosen, tasks)
+
+
+def accuracy_on_test(model: torch.nn.Module, task: Task, test: data.ImageData, device=None) -> float:
+    """Accuracy of a model chosen on validation, on the test images: the one number to report."""
+    return train.evaluate(model, evaluation_batches(task, test, device), device=device, details=False).accuracy
+
+
+def seed_spread(splits: data.Splits, weights, labels_per_class: int, strategies, seeds=(0, 1, 2), *,
+                epochs: int, size: int | None = None, device=None, progress: bool = True) -> dict[str, list]:
+    """Validation accuracy of each strategy for several seeds (another sample of labelled images and
+    another initialization each time): how far apart two numbers must be to mean something."""
+    out = {}
+    for name in strategies:
+        out[name] = [run_strategy(name, make_task(splits, weights, labels_per_class, size=size, seed=s),
+                                  epochs=epochs, seed=s, device=device, progress=progress)[0]["val_acc"] for s in seeds]
+    return out
+
+
+def _percent(value) -> str:
+    return "diverged" if value is None else f"{100 * value:.1f}%"
 
 
 def results_table(rows: list[dict]) -> str:
-    """Test accuracy (%) per strategy (rows) and labels per class (columns), as aligned text."""
+    """Validation accuracy per strategy (rows) and label budget (columns), as aligned text."""
     labels = sorted({r["labels_per_class"] for r in rows})
     names = list(dict.fromkeys(r["strategy"] for r in rows))
-    acc = {(r["strategy"], r["labels_per_class"]): r["test_acc"] for r in rows}
-    lines = [f"{'strategy':<22}" + "".join(f"{str(n) + ' labels/class':>18}" for n in labels)]
+    acc = {(r["strategy"], r["labels_per_class"]): r["val_acc"] for r in rows}
+    lines = [f"{'validation accuracy':<22}" + "".join(f"{str(n) + ' labels/class':>18}" for n in labels)]
     for name in names:
-        lines.append(f"{name:<22}" + "".join(f"{100 * acc[(name, n)]:>17.1f}%" for n in labels))
+        lines.append(f"{name:<22}" + "".join(f"{_percent(acc[(name, n)]):>18}" for n in labels))
     return "\n".join(lines)
 
 
 def best_strategy(rows: list[dict], labels_per_class: int) -> dict:
-    return max((r for r in rows if r["labels_per_class"] == labels_per_class), key=lambda r: r["test_acc"])
+    """The row with the highest validation accuracy for this budget (diverged runs excluded)."""
+    return max((r for r in rows if r["labels_per_class"] == labels_per_class and r["val_acc"] is not None),
+               key=lambda r: r["val_acc"])
 
 
-def accuracy_of(rows: list[dict], strategy: str, labels_per_class: int) -> float:
-    return next(r["test_acc"] for r in rows if r["strategy"] == strategy and r["labels_per_class"] == labels_per_class)
+def accuracy_of(rows: list[dict], strategy: str, labels_per_class: int) -> float | None:
+    """Validation accuracy of one strategy at one budget (None: it diverged)."""
+    return next(r["val_acc"] for r in rows if r["strategy"] == strategy and r["labels_per_class"] == labels_per_class)
 
 
 # ---------------------------------------------------------------------------------- BatchNorm trap
@@ -165,8 +231,8 @@ def batchnorm_trap(task: Task, *, epochs: int, lr: float = 0.05, seed: int = 0, 
         train.fit(model, _batches(task, "train", True, seed, device), epochs=epochs, lr=lr, device=device,
                   progress=progress, desc=f"head only, BN {policy}")
         moved = sum((b.cpu() - before[n]).abs().mean().item() for n, b in model.named_buffers() if n in before) / len(before)
-        ev = train.evaluate(model, _batches(task, "test", False, seed, device), device=device)
-        out[policy] = {"test_acc": ev.accuracy, "running_mean_change": moved}
+        ev = train.evaluate(model, _batches(task, "val", False, seed, device), device=device)
+        out[policy] = {"val_acc": ev.accuracy, "running_mean_change": moved}
     return out
 
 
@@ -188,6 +254,16 @@ def neighbour_label_agreement(idx: torch.Tensor, queries: data.ImageData, pool: 
     return (pool.labels[idx] == queries.labels[:, None]).float().mean().item()
 
 
+def filter_smoothness(weight: torch.Tensor) -> float:
+    """Mean correlation between horizontally and vertically neighbouring weights of conv filters: about 0
+    for random noise, near 1 for smooth blobs and edges."""
+    w = weight.detach().float().cpu()
+    w = w - w.mean(dim=(-2, -1), keepdim=True)
+    pairs = [(w[..., :, :-1], w[..., :, 1:]), (w[..., :-1, :], w[..., 1:, :])]
+    corr = [((a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt()).item() for a, b in pairs]
+    return sum(corr) / len(corr)
+
+
 def project_2d(feats: torch.Tensor) -> torch.Tensor:
     """The two principal components of the features (centred), for a scatter plot."""
     centred = feats - feats.mean(0)
@@ -198,7 +274,8 @@ def project_2d(feats: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------- freeze explorer
 @dataclass
 class FreezeExperiment:
-    """Short fine-tunes at a chosen freeze depth and learning rate, remembered so a repeat is instant.
+    """Short fine-tunes at a chosen freeze depth and learning rate, judged on validation and remembered,
+    so a repeat is instant. The weights of the best run so far are kept for the one test measurement.
 
     depth: how many stages are frozen, 0 (none) .. 5 (everything but the head).
     """
@@ -209,41 +286,70 @@ class FreezeExperiment:
     device: torch.device | None = None
     runs: dict = field(default_factory=dict)
     _throughput: dict = field(default_factory=dict)
+    _best: tuple | None = None  # (key, state dict) of the run with the best validation accuracy
 
     def __post_init__(self):
         self.device = torch.device(self.device) if self.device is not None else config.get_device()
 
     def estimate_seconds(self, depth: int) -> float:
-        """Measured speed of two training steps at this depth, times the run's images, plus evaluation."""
+        """About how long a run takes: measured training steps at this depth, times the run's images,
+        plus validation. A rough guide: a busy machine can take several times longer."""
         if depth not in self._throughput:
             model = models.freeze(models.build_resnet18(self.task.num_classes, weights=self.task.weights), depth)
             batch = next(iter(_batches(self.task, "train", True, self.seed, self.device)))
             self._throughput[depth] = train.step_throughput(model, [batch] * 3, device=self.device)
-        images = self.epochs * len(self.task.train)
-        eval_images = self.epochs * len(self.task.val) + len(self.task.test)
+        images = self.epochs * max(EPOCH_IMAGES, len(self.task.train))
+        eval_images = self.epochs * len(self.task.val)
         return images / self._throughput[depth] + eval_images / (3 * self._throughput[depth])
+
+    @staticmethod
+    def key(depth: int, lr: float) -> tuple[int, float]:
+        return int(depth), float(f"{lr:.3g}")
+
+    def _train(self, depth: int, lr: float, progress: bool) -> tuple[torch.nn.Module, train.History]:
+        config.seed_everything(self.seed)
+        model = models.freeze(models.build_resnet18(self.task.num_classes, weights=self.task.weights), depth)
+        history = train.fit(model, _batches(self.task, "train", True, self.seed, self.device),
+                            _batches(self.task, "val", False, self.seed, self.device), epochs=self.epochs, lr=lr,
+                            device=self.device, progress=progress, desc=f"{depth} stages frozen, lr {lr:g}")
+        return model, history
 
     def run(self, depth: int, lr: float, progress: bool = True) -> dict:
         """Fine-tune with the first `depth` stages frozen; a (depth, lr) already run is recalled, not rerun."""
-        key = (int(depth), float(f"{lr:.3g}"))
+        key = self.key(depth, lr)
         if key in self.runs:
             return {**self.runs[key], "cached": True}
-        config.seed_everything(self.seed)
-        model = models.build_resnet18(self.task.num_classes, weights=self.task.weights)
-        models.freeze(model, depth)
         t0 = time.perf_counter()
-        history = train.fit(model, _batches(self.task, "train", True, self.seed, self.device),
-                            _batches(self.task, "val", False, self.seed, self.device), epochs=self.epochs, lr=key[1],
-                            device=self.device, progress=progress, desc=f"{depth} stages frozen, lr {key[1]:g}")
-        if history.diverged:
-            acc = float("nan")
-        else:
-            acc = train.evaluate(model, _batches(self.task, "test", False, self.seed, self.device), device=self.device).accuracy
+        model, history = self._train(*key, progress)
+        val_acc = None if history.diverged else history.best_val_acc
         row = {"depth": key[0], "frozen": ", ".join(models.STAGES[:key[0]]) or "nothing", "lr": key[1],
-               "test_acc": acc, "trainable_params": models.trainable_parameters(model),
-               "seconds": time.perf_counter() - t0, "diverged": history.diverged is not None, "cached": False}
+               "val_acc": val_acc, "diverged": history.status() if history.diverged else None,
+               "trainable_params": models.trainable_parameters(model), "seconds": time.perf_counter() - t0,
+               "cached": False}
         self.runs[key] = row
+        if val_acc is not None and (self._best is None or val_acc > self.runs[self._best[0]]["val_acc"]):
+            self._best = (key, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         return row
+
+    def best(self) -> dict | None:
+        """The run with the highest validation accuracy so far (None before any run that did not diverge)."""
+        return None if self._best is None else self.runs[self._best[0]]
+
+    def test(self, depth: int, lr: float, test: data.ImageData) -> float:
+        """Test accuracy of the run at (depth, lr): call it once, for the configuration chosen on
+        validation. A run not kept in memory is trained again (same seed, same result)."""
+        key = self.key(depth, lr)
+        if key not in self.runs:
+            raise ValueError(f"no run at depth {key[0]}, lr {key[1]:g} yet: choose among the runs made on validation")
+        if self.runs[key]["diverged"]:
+            raise ValueError(f"the run at depth {key[0]}, lr {key[1]:g} diverged; it has no accuracy to test")
+        if self._best is not None and self._best[0] == key:
+            model = models.build_resnet18(self.task.num_classes)
+            model.load_state_dict(self._best[1])
+            models.freeze(model, key[0])
+        else:
+            model, _ = self._train(*key, progress=False)
+        return accuracy_on_test(model, self.task, test, self.device)
 
     def table(self) -> list[dict]:
         return [self.runs[k] for k in sorted(self.runs)]

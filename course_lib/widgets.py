@@ -76,30 +76,38 @@ def show(fig):
 class FreezeExplorer(W.VBox):
     """Lesson 2: freeze depth and learning rate, a Run button, and a growing comparison of runs.
 
-    The estimate appears before a run starts; a repeat of a (depth, lr) already run is recalled at once;
-    a diverged run is reported as such. `.run(depth, lr)` does what the button does (for tests).
+    Runs are judged on validation accuracy. The estimate appears before a run starts; a repeat of a
+    (depth, lr) already run is recalled at once; a diverged run is reported as such. "Test the best run"
+    measures test accuracy once, for the run with the best validation accuracy, and says so.
+    `.run(depth, lr)` and `.test_best()` do what the buttons do (for tests).
     """
 
-    def __init__(self, experiment):
+    def __init__(self, experiment, test_data=None):
         from .models import STAGES
 
-        self.experiment = experiment
+        self.experiment, self.test_data = experiment, test_data
         self.depth = W.IntSlider(value=4, min=0, max=5, description="stages frozen", style={"description_width": "initial"})
         self.lr = W.FloatLogSlider(value=0.01, base=10, min=-4, max=1.5, step=0.1, description="learning rate",
                                    readout_format=".2g", style={"description_width": "initial"})
         self.frozen = W.HTML()
         self.button = W.Button(description="Run", button_style="primary", icon="play")
+        self.test_button = W.Button(description="Test the best run", icon="flag-checkered",
+                                    disabled=test_data is None)
         self.status = W.HTML()
         self.progress = W.Output()
         self.table = W.HTML()
+        self.test_result = W.HTML()
         self.plot = W.Output()
         self._stages = STAGES
-        super().__init__([W.HBox([self.depth, self.lr, self.button]), self.frozen, self.status, self.progress,
-                          self.table, self.plot])
+        note = W.HTML("<small>Every run made with this experiment appears here, also those of later cells.</small>")
+        super().__init__([W.HBox([self.depth, self.lr, self.button, self.test_button]), self.frozen, self.status,
+                          self.progress, self.table, note, self.test_result, self.plot])
         self.depth.observe(lambda change: self._describe(), names="value")
         self.button.on_click(lambda _: self.run(self.depth.value, self.lr.value))
+        self.test_button.on_click(lambda _: self.test_best())
         self._describe()
         self.result = None
+        self._redraw()
 
     def _describe(self):
         d = self.depth.value
@@ -109,33 +117,47 @@ class FreezeExplorer(W.VBox):
     def run(self, depth: int, lr: float) -> dict:
         self.depth.value, self.lr.value = depth, lr
         depth, lr = self.depth.value, self.lr.value  # as the sliders hold them (clamped to their range)
-        key = (int(depth), float(f"{lr:.3g}"))
-        if key not in self.experiment.runs:
+        if self.experiment.key(depth, lr) not in self.experiment.runs:
             estimate = self.experiment.estimate_seconds(depth)
-            self.status.value = f"running: about {estimate:.0f} s ..."
+            self.status.value = f"running: about {estimate:.0f} s on this machine when it is not busy ..."
         with self.progress:
             self.progress.clear_output(wait=True)
             self.result = self.experiment.run(depth, lr)
         r = self.result
         if r["diverged"]:
-            self.status.value = (f"<span style='color:crimson'>lr {r['lr']:g} diverged (the loss exploded): "
+            self.status.value = (f"<span style='color:crimson'>lr {r['lr']:g}: {r['diverged']} (the loss exploded); "
                                  "try a smaller learning rate</span>")
         else:
-            self.status.value = (f"{'recalled' if r['cached'] else 'done'}: {100 * r['test_acc']:.1f}% test accuracy, "
-                                 f"{r['trainable_params']:,} trainable parameters, {r['seconds']:.0f} s")
+            self.status.value = (f"{'recalled' if r['cached'] else 'done'}: {100 * r['val_acc']:.1f}% validation "
+                                 f"accuracy, {r['trainable_params']:,} trainable parameters, {r['seconds']:.0f} s")
         self._redraw()
         return r
+
+    def test_best(self) -> float | None:
+        """Test accuracy of the best run on validation: the number to report once you stop exploring."""
+        best = self.experiment.best()
+        if best is None or self.test_data is None:
+            self.test_result.value = "No run to test yet." if best is None else "No test images were given."
+            return None
+        acc = self.experiment.test(best["depth"], best["lr"], self.test_data)
+        self.test_result.value = (f"<b>test accuracy {100 * acc:.1f}%</b> for the run chosen on validation "
+                                  f"(depth {best['depth']}, lr {best['lr']:g}, validation {100 * best['val_acc']:.1f}%). "
+                                  "Report this number; choosing again after seeing it would make it a validation number.")
+        return acc
 
     def _redraw(self):
         rows = self.experiment.table()
 
         def acc(r):
-            return "diverged" if r["diverged"] else f"{100 * r['test_acc']:.1f}%"
+            return "diverged" if r["diverged"] else f"{100 * r['val_acc']:.1f}%"
 
-        cells = "".join(f"<tr><td>{r['depth']}</td><td>{r['frozen']}</td><td>{r['lr']:g}</td><td>{acc(r)}</td>"
-                        f"<td>{r['trainable_params']:,}</td><td>{r['seconds']:.0f}</td></tr>" for r in rows)
-        self.table.value = ("<table><tr><th>depth</th><th>frozen</th><th>lr</th><th>test acc</th>"
-                            f"<th>trainable params</th><th>seconds</th></tr>{cells}</table>")
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            show(plot_freeze_runs(rows))
+        pad = "style='padding:2px 10px; text-align:right'"
+        cells = "".join(f"<tr><td {pad}>{r['depth']}</td><td {pad}>{r['frozen']}</td><td {pad}>{r['lr']:g}</td>"
+                        f"<td {pad}>{acc(r)}</td><td {pad}>{r['trainable_params']:,}</td><td {pad}>{r['seconds']:.0f}</td></tr>"
+                        for r in rows)
+        head = "".join(f"<th {pad}>{h}</th>" for h in ("depth", "frozen", "lr", "validation acc", "trainable params", "seconds"))
+        self.table.value = f"<table><tr>{head}</tr>{cells}</table>" if rows else ""
+        if rows:
+            with self.plot:
+                self.plot.clear_output(wait=True)
+                show(plot_freeze_runs(rows))

@@ -90,8 +90,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps:
         total_steps = max(total_steps, 2)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
-            pct_start=max(pct_start, 1.5 / total_steps),  # at least one warm-up step in very short runs anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
-            cycle_momentum=False)
+            pct_start=max(pct_start, 1.5 / total_steps),  # at least one warm-up step in very short runs
+            anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     if schedule == "constant":

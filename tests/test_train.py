@@ -53,6 +53,22 @@ def test_schedules_shape_the_learning_rate():
         train.make_scheduler(torch.optim.SGD(p, lr=0.1), "linear", 10)
 
 
+def test_onecycle_warms_up_from_peak_over_25_and_ends_at_peak_over_25000():
+    opt = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.1},
+                           {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.01}], lr=0.1)
+    sched = train.make_scheduler(opt, "onecycle", 100)
+    rates = []  # the rates each of the 100 optimizer steps runs at
+    for _ in range(100):
+        rates.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    for group, (peak, first, last) in enumerate([(0.1, 0.004, 4e-6), (0.01, 0.0004, 4e-7)]):
+        lrs = [r[group] for r in rates]
+        assert lrs[0] == pytest.approx(first, rel=1e-6)
+        assert max(lrs) == pytest.approx(peak, rel=1e-6) and lrs.index(max(lrs)) == 24  # end of the 25% warm-up
+        assert lrs[-1] == pytest.approx(last, rel=1e-6)
+
+
 def test_fit_with_discriminative_groups_and_clipping(toy):
     model = models.freeze(small_model(), "layer2")
     frozen = model.layer1[0].conv1.weight.clone()

@@ -12,6 +12,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -20,6 +21,8 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".course-installed"
 REQUIREMENT_FILES = ["requirements.txt"]
 INSTRUCTOR_FILES = ["requirements-instructor.txt"]
+# course_lib.data.LOCAL_CIFAR10_NAMES, repeated: this file runs before the venv (and torch) exist
+LOCAL_CIFAR10_NAMES = ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz")
 
 
 def venv_python() -> Path:
@@ -64,14 +67,27 @@ def start(lab_args: list[str]) -> None:
     os.execv(cmd[0], cmd)
 
 
+def environment_for_tests(base_env: dict, data_dir: Path) -> dict:
+    """Fast, offline and headless, with `data_dir` as the data folder so the tests never write over a
+    learner's caches or checkpoints; the learner's own CIFAR-10 copy is still used (as COURSE_CIFAR10)."""
+    env = dict(base_env, COURSE_FAST="1", COURSE_OFFLINE="1", MPLBACKEND="Agg", COURSE_DATA_DIR=str(data_dir))
+    if not base_env.get("COURSE_CIFAR10"):
+        learners = Path(base_env.get("COURSE_DATA_DIR") or ROOT / "data").expanduser()
+        found = [learners / name for name in LOCAL_CIFAR10_NAMES if (learners / name).exists()]
+        if found:
+            env["COURSE_CIFAR10"] = str(found[0])
+    return env
+
+
 def test(pytest_args: list[str]) -> int:
-    """pytest on tests/ and nbval on the lesson sources (solutions in), fast mode, offline; CI runs exactly this."""
+    """pytest on tests/ and nbval on the lesson sources (solutions in), fast mode, offline, in a throwaway
+    data folder; CI runs exactly this."""
     install()
-    env = dict(os.environ, COURSE_FAST="1", COURSE_OFFLINE="1", MPLBACKEND="Agg")
     cmd = [str(venv_python()), "-m", "pytest", "tests", "source",
            "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600", "-p", "no:cacheprovider",
            *pytest_args]
-    return subprocess.call(cmd, cwd=ROOT, env=env)
+    with tempfile.TemporaryDirectory(prefix="course-test-data-", ignore_cleanup_errors=True) as data_dir:
+        return subprocess.call(cmd, cwd=ROOT, env=environment_for_tests(dict(os.environ), Path(data_dir)))
 
 
 def main() -> None:

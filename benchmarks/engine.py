@@ -63,7 +63,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[config.DATA_DIR_ENV], saved = tmp, os.environ.get(config.DATA_DIR_ENV)
         if src is None:
-            found = data._find_local_cifar10(Path(saved) if saved else config.PROJECT_ROOT / "data")
+            found = data.find_local_cifar10(Path(saved) if saved else config.PROJECT_ROOT / "data")
             src = str(found) if found else None
         if src is None:
             sys.exit("CIFAR-10 not found: set COURSE_CIFAR10 or put a copy in data/")

@@ -32,6 +32,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 
 CIFAR10_ENV = "COURSE_CIFAR10"
+LOCAL_CIFAR10_NAMES = ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _CACHE_VERSION = 1
 
@@ -106,7 +107,7 @@ def load_cifar10(source: str | Path | None = None, *, download: bool | None = No
         raise DataError(f"CIFAR-10 source {path} does not exist (from {'the call' if source else CIFAR10_ENV}). "
                         "Point it at cifar-10-python.tar.gz, cifar-10-batches-py/, or an ImageFolder folder/.tar.gz.")
     if path is None:
-        path = _find_local_cifar10(root)
+        path = find_local_cifar10(root)
     if path is None:
         path = _download_cifar10(root, download)
     splits = _load_cached(path, size=32, cache=cache, progress=progress)
@@ -126,8 +127,9 @@ def load_image_folder(path: str | Path, size: int = 64, *, cache: bool = True, p
     return _load_cached(path, size=size, cache=cache, progress=progress)
 
 
-def _find_local_cifar10(root: Path) -> Path | None:
-    for name in ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz"):
+def find_local_cifar10(root: Path) -> Path | None:
+    """The CIFAR-10 copy in `root` that load_cifar10 would read, or None (course.py checks the same names)."""
+    for name in LOCAL_CIFAR10_NAMES:
         if (root / name).exists():
             return root / name
     return None
@@ -528,7 +530,7 @@ def cifar10_status() -> str:
     if given:
         ok = Path(given).expanduser().exists()
         return f"CIFAR-10: {CIFAR10_ENV}={given} ({'found' if ok else 'MISSING: fix or unset it'})"
-    local = _find_local_cifar10(config.data_dir())
+    local = find_local_cifar10(config.data_dir())
     if local is not None:
         return f"CIFAR-10: found {local}"
     root = config.data_dir()

@@ -155,14 +155,15 @@ def check_head_groups(head_groups) -> None:
     for g in groups:
         for p in g["params"]:
             if id(p) in seen:
-                raise AssertionError("a parameter appears in two groups; each must be in exactly one.")
+                raise AssertionError("a parameter appears in two groups. Hint: each must be in exactly one.")
             seen[id(p)] = g.get("lr", lr)
     head = {id(p) for p in model.fc.parameters()}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     if set(seen) - trainable:
-        raise AssertionError("the groups include frozen parameters; leave out those with requires_grad False.")
+        raise AssertionError("the groups include frozen parameters. Hint: leave out those with requires_grad False.")
     if trainable - set(seen):
-        raise AssertionError(f"{len(trainable - set(seen))} trainable parameter tensors are in no group.")
+        raise AssertionError(f"{len(trainable - set(seen))} trainable parameter tensors are in no group. "
+                             "Hint: every trainable parameter belongs to the head or to the body.")
     for pid, rate in seen.items():
         want = 10 * lr if pid in head else lr
         if not math.isclose(rate, want, rel_tol=1e-9):
@@ -196,7 +197,7 @@ def check_choose_depth(choose_depth) -> None:
         except Exception as e:
             raise AssertionError(f"case {i}: choose_depth raised {type(e).__name__}: {e}") from e
         if isinstance(got, dict):
-            raise AssertionError(f"case {i}: choose_depth returned a whole row; return its depth (an int).")
+            raise AssertionError(f"case {i}: choose_depth returned a whole row. Hint: return its depth (an int).")
         if not isinstance(got, int) or isinstance(got, bool):
             raise AssertionError(f"case {i}: choose_depth should return a depth (an int), got {got!r}")
         if got in best:
@@ -293,7 +294,7 @@ def check_evaluate_accuracy(evaluate_accuracy, seed: int = 0) -> None:
         want = sum(hits) / sum(sz)
         per_batch = sum(h / n for h, n in zip(hits, sz)) / len(sz)
         if math.isclose(got, 100 * want, rel_tol=1e-6):
-            raise AssertionError(f"case {i}: you returned {got:g}, a percentage; return the fraction (0..1).")
+            raise AssertionError(f"case {i}: you returned {got:g}, a percentage. Hint: return the fraction (0..1).")
         if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
             hint = ("that is the mean of the batches' accuracies, but the batches have different sizes "
                     f"{list(sz)}: count correct predictions and examples over the whole set, then divide."

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import runpy
 import sys
 import tempfile
 import time
@@ -63,6 +64,34 @@ def grade_id(cell) -> str | None:
 def exercises(nb) -> list[tuple[str, float]]:
     """(grade_id, points) of every graded cell, in order."""
     return [(grade_id(c), float(nbgrader_meta(c).get("points", 0))) for c in nb.cells if is_graded(c)]
+
+
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def split_tests(source: str) -> tuple[str, str]:
+    """(public check, hidden tests) of a graded cell's source; the hidden part is "" when there is none."""
+    public, hidden, inside = [], [], False
+    for line in source.splitlines():
+        if line.strip() == HIDDEN_BEGIN:
+            inside = True
+        elif line.strip() == HIDDEN_END:
+            inside = False
+        else:
+            (hidden if inside else public).append(line)
+    return "\n".join(public).strip(), "\n".join(hidden).strip()
+
+
+def answer_test_cells(nb) -> dict[str, int]:
+    """Answer cell grade_id -> index of the graded cell that checks it (the first one after it)."""
+    out, pending = {}, []
+    for i, cell in enumerate(nb.cells):
+        if is_answer(cell):
+            pending.append(grade_id(cell))
+        elif is_graded(cell):
+            out.update({gid: i for gid in pending})
+            pending = []
+    return out
 
 
 # -------------------------------------------------------------------------------------- release
@@ -288,11 +317,65 @@ def _error_message(cell) -> str | None:
     return None
 
 
+class _KernelLost(Exception):
+    """The kernel died or did not recover from a timeout: later cells cannot run."""
+
+
+def _private_environment(tmp: Path) -> dict:
+    """Fast mode, offline, and a throwaway data folder (nothing a graded notebook writes outlives it),
+    still pointed at the CIFAR-10 copy the instructor has."""
+    from . import data
+
+    env = {config.FAST_ENV: "1", config.OFFLINE_ENV: "1", "MPLBACKEND": "Agg", config.DATA_DIR_ENV: str(tmp)}
+    if not os.environ.get(data.CIFAR10_ENV):
+        local = data.find_local_cifar10(config.data_dir())
+        if local is not None:
+            env[data.CIFAR10_ENV] = str(local)
+    return env
+
+
+class _Runner:
+    """Runs cells one by one in one kernel; a timeout interrupts the cell and grading goes on."""
+
+    def __init__(self, client, timeout: int, notes: list[str]):
+        self.client, self.timeout, self.notes = client, timeout, notes
+
+    def run(self, cell, index: int) -> str | None:
+        """Execute `cell`; returns its error ("Name: message") or None. Raises _KernelLost."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        try:
+            self.client.execute_cell(cell, index)
+        except CellTimeoutError:
+            cell.outputs.append(nbformat.v4.new_output("error", ename="Timeout",
+                                evalue=f"cell ran longer than {self.timeout} s and was stopped", traceback=[]))
+            self.notes.append(f"cell {index} ran longer than {self.timeout} s and was stopped")
+            if not _recover(self.client):
+                raise _KernelLost("the kernel did not recover after the timeout; later cells were not run")
+            return f"stopped after {self.timeout} s (an endless loop?)"
+        except DeadKernelError:
+            raise _KernelLost(f"the kernel died in cell {index}; later cells were not run")
+        return _error_message(cell)
+
+    def run_tests(self, cell, index: int) -> tuple[str | None, str | None]:
+        """Run a graded cell's public check and hidden tests separately; (public error, hidden error)."""
+        errors = []
+        cell.outputs = []
+        for part in split_tests(cell.source):
+            if not part:
+                errors.append(None)
+                continue
+            piece = nbformat.v4.new_code_cell(part)
+            errors.append(self.run(piece, index))
+            cell.outputs += piece.outputs
+        return errors[0], errors[1]
+
+
 def grade_notebook(source_nb, submission_nb, *, student: str, lesson: str, timeout: int = 120,
                    workdir: Path | None = None) -> tuple[Result, nbformat.NotebookNode]:
-    """Run the assembled notebook in a fresh kernel (fast mode, offline, per-cell timeout) and score it."""
+    """Run the assembled notebook in a fresh kernel (fast mode, offline, private data folder, per-cell
+    timeout) and score it: an exercise earns its points when its public check and its hidden tests both pass."""
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     result = Result(student, lesson)
     for gid, points in exercises(source_nb):
@@ -300,39 +383,30 @@ def grade_notebook(source_nb, submission_nb, *, student: str, lesson: str, timeo
     graded, notes, _ = assemble(source_nb, submission_nb)
     result.notes += notes
     env_before = dict(os.environ)
-    os.environ.update({config.FAST_ENV: "1", config.OFFLINE_ENV: "1", "MPLBACKEND": "Agg"})
     try:
         with tempfile.TemporaryDirectory(prefix="grading-") as tmp:
+            os.environ.update(_private_environment(Path(tmp)))
             client = NotebookClient(graded, timeout=timeout, kernel_name="python3", allow_errors=True,
                                     interrupt_on_timeout=False, resources={"metadata": {"path": str(workdir or tmp)}})
+            runner = _Runner(client, timeout, result.notes)
             with client.setup_kernel():
-                for index, cell in enumerate(graded.cells):
-                    if cell.cell_type != "code":
-                        continue
-                    try:
-                        client.execute_cell(cell, index)
-                    except CellTimeoutError:
-                        cell.outputs.append(nbformat.v4.new_output("error", ename="Timeout",
-                                            evalue=f"cell ran longer than {timeout} s and was stopped", traceback=[]))
-                        result.notes.append(f"cell {index} ran longer than {timeout} s and was stopped")
+                try:
+                    for index, cell in enumerate(graded.cells):
+                        if cell.cell_type != "code":
+                            continue
                         if is_graded(cell):
-                            result.messages[grade_id(cell)] = f"stopped after {timeout} s (an endless loop?)"
-                        if not _recover(client):
-                            result.notes.append("the kernel did not recover after the timeout; later cells were not run")
-                            break
-                        continue
-                    except DeadKernelError:
-                        result.notes.append(f"the kernel died in cell {index}; later cells were not run")
-                        break
-                    if is_answer(cell) and _error_message(cell):
-                        result.notes.append(f"answer cell '{grade_id(cell)}' raised {_error_message(cell)}")
-                    if is_graded(cell):
-                        gid = grade_id(cell)
-                        msg = _error_message(cell) if cell.outputs or cell.get("execution_count") else "not run"
-                        if msg is None:
-                            result.scores[gid] = result.max_scores[gid]
-                        else:
-                            result.messages[gid] = msg
+                            gid = grade_id(cell)
+                            public, hidden = runner.run_tests(cell, index)
+                            if public is None and hidden is None:
+                                result.scores[gid] = result.max_scores[gid]
+                            else:
+                                result.messages[gid] = public or "public checks passed; hidden tests failed"
+                            continue
+                        error = runner.run(cell, index)
+                        if is_answer(cell) and error:
+                            result.notes.append(f"answer cell '{grade_id(cell)}' raised {error}")
+                except _KernelLost as lost:
+                    result.notes.append(str(lost))
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -462,9 +536,102 @@ def write_reports(results: list[Result], out_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- validate
-def validate(source_dir: Path = SOURCE_DIR, timeout: int = 300, only: list[str] | None = None) -> list[str]:
-    """Problems found: a solution that loses points, or a stub that earns any. Empty means valid.
-    `only`: lesson names (file stems) to validate; default all."""
+MIN_WRONG, MIN_RIGHT = 4, 3  # answers per exercise in a lesson's mutant suite
+
+
+def load_cases(source_path: Path) -> dict:
+    """The lesson's mutant suite, source/cases/<lesson>.py: {answer grade_id: {"wrong": {name: answer cell},
+    "right": {...}}}. Instructor material, like the sources: never released."""
+    path = Path(source_path).parent / "cases" / f"{Path(source_path).stem}.py"
+    return runpy.run_path(str(path))["CASES"] if path.exists() else {}
+
+
+def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
+    """Run the lesson once with the reference solutions; at each exercise, first run every case's answer
+    in place of the solution, each followed by the exercise's public check and hidden tests.
+
+    Returns one record per case and per reference solution: exercise, kind ("wrong", "right" or
+    "reference"), name, and the public and hidden errors (None: passed).
+    """
+    from nbclient import NotebookClient
+
+    graded, _, _ = assemble(source_nb, learner_solved(source_nb))
+    tests_of = answer_test_cells(graded)
+    records, notes = [], []
+    env_before = dict(os.environ)
+    try:
+        with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
+            os.environ.update(_private_environment(Path(tmp)))
+            client = NotebookClient(graded, timeout=timeout, kernel_name="python3", allow_errors=True,
+                                    interrupt_on_timeout=False, resources={"metadata": {"path": tmp}})
+            runner = _Runner(client, timeout, notes)
+            with client.setup_kernel():
+                checked_by = {index: gid for gid, index in tests_of.items()}
+                for index, cell in enumerate(graded.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    gid = grade_id(cell)
+                    if is_answer(cell) and gid in cases:
+                        forget = nbformat.v4.new_code_cell(
+                            "".join(f"globals().pop({n!r}, None)\n" for n in sorted(_top_level_names(cell.source))))
+                        for kind in ("wrong", "right"):
+                            for name, answer in cases[gid].get(kind, {}).items():
+                                runner.run(forget, index)
+                                runner.run(nbformat.v4.new_code_cell(answer), index)
+                                public, hidden = runner.run_tests(copy.deepcopy(graded.cells[tests_of[gid]]), index)
+                                records.append({"exercise": gid, "kind": kind, "name": name, "public": public,
+                                                "hidden": hidden})
+                        runner.run(forget, index)
+                    if is_graded(cell) and index in checked_by:
+                        public, hidden = runner.run_tests(cell, index)
+                        records.append({"exercise": checked_by[index], "kind": "reference", "name": "the solution",
+                                        "public": public, "hidden": hidden})
+                    else:
+                        runner.run(cell, index)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    return records
+
+
+def case_problems(records: list[dict], answer_ids: list[str]) -> list[str]:
+    """What the mutant suite found: a wrong answer that passes a part, a right one that fails one, a
+    missing or too small suite."""
+    problems = []
+    for r in records:
+        what = f"{r['exercise']}, {r['kind']} answer '{r['name']}'"
+        for part in ("public", "hidden"):
+            failed = r[part] is not None
+            if r["kind"] == "wrong" and not failed:
+                problems.append(f"{what}: the {part} {'check' if part == 'public' else 'tests'} let it pass")
+            if r["kind"] != "wrong" and failed:
+                problems.append(f"{what}: the {part} {'check' if part == 'public' else 'tests'} failed it ({r[part][:200]})")
+    for gid in answer_ids:
+        wrong = sum(1 for r in records if r["exercise"] == gid and r["kind"] == "wrong")
+        right = sum(1 for r in records if r["exercise"] == gid and r["kind"] == "right")
+        if wrong < MIN_WRONG or right < MIN_RIGHT:
+            problems.append(f"{gid}: the mutant suite has {wrong} wrong and {right} right answers "
+                            f"(at least {MIN_WRONG} and {MIN_RIGHT} needed)")
+    return problems
+
+
+def _top_level_names(source: str) -> set[str]:
+    """Names a cell defines at the top level (functions, classes, assignments; imported modules are kept)."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def validate(source_dir: Path = SOURCE_DIR, timeout: int = 300, only: list[str] | None = None,
+             report: list | None = None) -> list[str]:
+    """Problems found: a reference solution that loses points, an unanswered stub that earns any, or a
+    mutant-suite answer graded the wrong way by the public check or the hidden tests. Empty means valid.
+    `only`: lesson names (file stems) to validate; default all. `report` collects one line per exercise."""
     problems = []
     for src in sorted(Path(source_dir).glob("*.ipynb")):
         if only is not None and src.stem not in only:
@@ -472,14 +639,21 @@ def validate(source_dir: Path = SOURCE_DIR, timeout: int = 300, only: list[str] 
         nb = nbformat.read(src, as_version=4)
         if not exercises(nb):
             continue
-        solved, _ = grade_notebook(nb, learner_solved(nb), student="solutions", lesson=src.stem, timeout=timeout)
         stubs, _ = grade_notebook(nb, learner_version(nb), student="stubs", lesson=src.stem, timeout=timeout)
-        for gid, maxp in solved.max_scores.items():
-            if solved.scores[gid] != maxp:
-                problems.append(f"{src.name} {gid}: the solution fails ({solved.messages.get(gid)})")
+        for gid in stubs.max_scores:
             if stubs.scores[gid] != 0:
                 problems.append(f"{src.name} {gid}: the unanswered stub earns {stubs.scores[gid]:g} points")
-        problems += [f"{src.name}: {n}" for n in solved.notes]
+        answer_ids = [grade_id(c) for c in nb.cells if is_answer(c)]
+        records = run_cases(nb, load_cases(src), timeout=timeout)
+        problems += [f"{src.name} {p}" for p in case_problems(records, answer_ids)]
+        for gid in answer_ids:
+            mine = [r for r in records if r["exercise"] == gid]
+            if not any(r["kind"] == "reference" for r in mine):
+                problems.append(f"{src.name} {gid}: the reference solution's check did not run")
+            if report is not None:
+                report.append(f"{src.stem}/{gid}: {sum(r['kind'] == 'wrong' for r in mine)} wrong and "
+                              f"{sum(r['kind'] == 'right' for r in mine)} right answers, graded as expected: "
+                              f"{'no' if any(gid in p for p in problems) else 'yes'}")
     return problems
 
 
@@ -522,8 +696,11 @@ def main(argv=None) -> int:
         print("\n".join(problems) or "notebooks/ is in sync with source/")
         return 1 if problems else 0
     elif args.command == "validate":
-        problems = validate(args.source)
-        print("\n".join(problems) or "valid: every solution passes, every stub fails")
+        report = []
+        problems = validate(args.source, report=report)
+        print("\n".join(report))
+        print("\n".join(problems) or "valid: every solution passes, every stub fails, every mutant-suite answer "
+              "is graded as expected by the public check and the hidden tests")
         return 1 if problems else 0
     elif args.command == "grade":
         results = grade_folder(args.submitted, args.out, args.source, args.timeout)

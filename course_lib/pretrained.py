@@ -18,8 +18,7 @@ SOURCE_CHECKPOINT = "resnet18-cifar5-source-v2"  # v2: trained on the course spl
 
 def source_checkpoint_path() -> Path:
     """data/checkpoints/resnet18-cifar5-source-v2.pt (a separate -fast file in fast mode)."""
-    suffix = "-fast" if config.fast_mode() else ""
-    return config.data_dir() / "checkpoints" / f"{SOURCE_CHECKPOINT}{suffix}.pt"
+    return config.checkpoint_path(SOURCE_CHECKPOINT)
 
 
 def source_task(splits: data.Splits, seed: int = 0) -> tuple[data.ImageData, data.ImageData]:

@@ -160,13 +160,13 @@ class Comparison:
 
 
 def compare_strategies(splits: data.Splits, weights, labels_per_class=(10, 50, 100), strategies=None, *,
-                       epochs: int = 30, seed: int = 0, size: int | None = None, device=None,
-                       progress: bool = True) -> Comparison:
+                       epochs: int = 30, seed: int = 0, size: int | None = None, classes=pretrained.TARGET_CLASSES,
+                       device=None, progress: bool = True) -> Comparison:
     """Every strategy for every label budget, on the same data with the same number of epochs, judged on
     validation. Only the best model per budget is kept, for `accuracy_on_test`. Never reads `splits.test`."""
     rows, chosen, tasks = [], {}, {}
     for n in labels_per_class:
-        task = tasks[n] = make_task(splits, weights, n, size=size, seed=seed)
+        task = tasks[n] = make_task(splits, weights, n, classes=classes, size=size, seed=seed)
         for name in strategies or STRATEGIES:
             row, model = run_strategy(name, task, epochs=epochs, seed=seed, device=device, progress=progress)
             rows.append(row)
@@ -181,12 +181,13 @@ def accuracy_on_test(model: torch.nn.Module, task: Task, test: data.ImageData, d
 
 
 def seed_spread(splits: data.Splits, weights, labels_per_class: int, strategies, seeds=(0, 1, 2), *,
-                epochs: int, size: int | None = None, device=None, progress: bool = True) -> dict[str, list]:
+                epochs: int, size: int | None = None, classes=pretrained.TARGET_CLASSES, device=None,
+                progress: bool = True) -> dict[str, list]:
     """Validation accuracy of each strategy for several seeds (another sample of labelled images and
     another initialization each time): how far apart two numbers must be to mean something."""
     out = {}
     for name in strategies:
-        out[name] = [run_strategy(name, make_task(splits, weights, labels_per_class, size=size, seed=s),
+        out[name] = [run_strategy(name, make_task(splits, weights, labels_per_class, classes=classes, size=size, seed=s),
                                   epochs=epochs, seed=s, device=device, progress=progress)[0]["val_acc"] for s in seeds]
     return out
 

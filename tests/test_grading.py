@@ -94,12 +94,12 @@ def test_lesson2_partial_and_tampered_submission(real_data_env, tmp_path):
     source = grading.SOURCE_DIR / "02_transfer_learning.ipynb"
     nb = grading.learner_solved(nbformat.read(source, as_version=4))
     nb = answer(nb, "count_trainable", "def count_trainable(model):\n    return sum(p.numel() for p in model.parameters())")
-    nb = answer(nb, "freeze_depth", "sweep = [{'depth': 0, 'test_acc': 1.0}]\nmy_depth = 0\nmy_reason = 'the table says depth zero is best'")
+    nb = answer(nb, "choose_depth", "sweep = [{'depth': 0, 'val_acc': 1.0}]\ndef choose_depth(rows):\n    return 0")
     (tmp_path / "submitted" / "ana").mkdir(parents=True)
     nbformat.write(nb, tmp_path / "submitted" / "ana" / source.name)
     results = grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=120, progress=False)
     lesson2 = next(r for r in results if r.lesson == "02_transfer_learning")
-    assert lesson2.scores == {"count_trainable_tests": 0, "head_groups_tests": 2, "freeze_depth_tests": 0}
+    assert lesson2.scores == {**dict.fromkeys(lesson2.max_scores, 2), "count_trainable_tests": 0, "choose_depth_tests": 0}
     assert any("rebinds sweep" in n for n in lesson2.notes)
     assert "every parameter, frozen ones included" in lesson2.messages["count_trainable_tests"]
 
@@ -169,3 +169,55 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
     assert "moved *up* the gradient" in feedback["partial"]  # the check's hint reaches the student
     assert "answer cell 'numerical_grad' raised ZeroDivisionError" in feedback["partial"]
     assert (tmp_path / "grades" / "autograded" / "correct" / SOURCE.name).exists()
+
+
+# ------------------------------------------------------------------ public and hidden parts, mutant suites
+def tiny_lesson(check: str, hidden: str):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    meta = lambda **kw: {"nbgrader": {"schema_version": 3, "locked": False, "task": False, **kw}}
+    nb.cells = [nbformat.v4.new_code_cell("base = 10", id="setup"),
+                nbformat.v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
+                                          id="answer", metadata=meta(grade=False, solution=True, grade_id="double")),
+                nbformat.v4.new_code_cell(f"{check}\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS",
+                                          id="tests", metadata=meta(grade=True, solution=False, grade_id="double_tests",
+                                                                    points=2, locked=True)),
+                nbformat.v4.new_code_cell("print(double(base))", id="after")]
+    return nb
+
+
+def test_split_tests_and_which_cell_checks_which_answer():
+    assert grading.split_tests("check(f)\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS\nprint(1)") == \
+        ("check(f)\nprint(1)", "assert f(2) == 4")
+    assert grading.split_tests("check(f)") == ("check(f)", "")
+    nb = tiny_lesson("assert double(3) == 6", "assert double(-1) == -2")
+    assert grading.answer_test_cells(nb) == {"double": 2}
+
+
+def test_an_exercise_needs_its_public_check_and_its_hidden_tests():
+    nb = tiny_lesson("assert double(3) == 6", "assert double(-1) == -2")
+    only_public = answer(grading.learner_solved(nb), "double", "def double(x):\n    return 6 if x == 3 else 0")
+    result, _ = grading.grade_notebook(nb, only_public, student="s", lesson="tiny", timeout=30)
+    assert result.scores["double_tests"] == 0
+    assert result.messages["double_tests"] == "public checks passed; hidden tests failed"  # names no hidden test
+    result, _ = grading.grade_notebook(nb, grading.learner_solved(nb), student="s", lesson="tiny", timeout=30)
+    assert result.scores["double_tests"] == 2
+
+
+def test_mutant_suite_finds_checks_that_disagree():
+    nb = tiny_lesson("assert double(3) == 6", "assert double(-1) == -2")
+    cases = {"double": {"wrong": {"plus": "def double(x):\n    return x + 3", "abs": "def double(x):\n    return abs(2 * x)",
+                                  "undefined": "pass"},
+                        "right": {"shift": "def double(x):\n    return x << 1 if isinstance(x, int) else 2 * x",
+                                  "sum": "double = lambda x: x + x"}}}
+    records = grading.run_cases(nb, cases, timeout=30)
+    by_name = {r["name"]: r for r in records}
+    assert by_name["plus"]["public"] is None and by_name["plus"]["hidden"] is not None  # public check too weak
+    assert by_name["abs"]["public"] is None and by_name["abs"]["hidden"] is not None
+    assert by_name["undefined"]["public"].startswith("NameError")  # no lingering definition from another case
+    assert by_name["shift"]["public"] is None and by_name["sum"]["hidden"] is None
+    assert by_name["the solution"]["kind"] == "reference" and by_name["the solution"]["public"] is None
+    problems = grading.case_problems(records, ["double"])
+    assert "double, wrong answer 'plus': the public check let it pass" in problems
+    assert not any("'undefined'" in p for p in problems)
+    assert any("the mutant suite has 3 wrong and 2 right answers" in p for p in problems)

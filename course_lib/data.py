@@ -166,8 +166,10 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
                 blob = torch.load(cache_file, mmap=True, weights_only=True)
                 return Splits(ImageData(blob["train_images"], blob["train_labels"], blob["classes"]),
                               ImageData(blob["test_images"], blob["test_labels"], blob["classes"]))
-            except Exception:
-                cache_file.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
+            except Exception as e:  # a damaged cache is rebuilt, not trusted
+                print(f"The decoded cache {cache_file} is damaged ({type(e).__name__}); "
+                      f"deleting it and decoding {path} again to rebuild it.")
+                cache_file.unlink(missing_ok=True)
     splits = _decode_source(path, size, progress)
     if cache_file is not None:
         for stale in cache_file.parent.glob(f"{stem}-{size}px-*.pt"):

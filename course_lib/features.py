@@ -55,8 +55,10 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
             feats = torch.load(path, weights_only=True)
             _remember(key, feats)
             return feats
-        except Exception:
-            path.unlink(missing_ok=True)  # damaged: recompute
+        except Exception as e:
+            print(f"The feature cache {path} is damaged ({type(e).__name__}); deleting it and computing the "
+                  "features again to rebuild it.")
+            path.unlink(missing_ok=True)
     device = torch.device(device) if device is not None else config.get_device()
     body = body_upto(model, upto)
     was_training = model.training

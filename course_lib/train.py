@@ -160,7 +160,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     models.param_groups for discriminative learning rates); their "lr" values are the peak rates.
     callback: called with the History after every epoch, and once more when training diverges.
     checkpoint: a file rewritten atomically after every epoch; with resume=True an existing one is
-    continued where it stopped. keep_best: at the end, restore the weights of the best validation epoch.
+    continued where it stopped (a ValueError says so when it was written for another model or another
+    number of epochs or steps per epoch). keep_best: at the end, restore the best validation epoch's weights.
     A NaN or infinite loss, or one 20x above the first step's, stops training; the History up to then is
     returned with `diverged` and `diverged_step` set. The model then keeps the weights it diverged with
     (often NaN; keep_best does not restore them), so callers must check `history.diverged` before
@@ -181,9 +182,13 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     history = History()
     best_state, best_acc = None, -1.0
     if checkpoint is not None and resume and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
+        state = _resumable_state(Path(checkpoint), model, epochs, steps_per_epoch)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except ValueError as e:  # torch: another number or size of parameter groups
+            raise ValueError(_cannot_resume(Path(checkpoint), f"its optimizer had other parameter groups ({e}): "
+                                            "were other layers frozen, or other groups given?")) from e
         sched.load_state_dict(state["scheduler"])
         history = History.from_dict(state["history"])
         best_state, best_acc = state.get("best_model"), state.get("best_acc", -1.0)
@@ -247,7 +252,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, opt, sched, history,
                                 extra={"best_model": best_state, "best_acc": best_acc, "rng": torch.get_rng_state(),
-                                       "batches_rng": train.generator.get_state() if hasattr(train, "generator") else None})
+                                       "batches_rng": train.generator.get_state() if hasattr(train, "generator") else None,
+                                       "epochs": epochs, "steps_per_epoch": steps_per_epoch})
             if callback is not None:
                 callback(history)
     except Diverged as e:
@@ -261,6 +267,40 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     if keep_best and best_state is not None and history.diverged is None:
         model.load_state_dict(best_state)
     return history
+
+
+def _run_length(epochs: int, steps_per_epoch: int) -> str:
+    return f"{epochs} epoch{'s' * (epochs != 1)} of {steps_per_epoch} step{'s' * (steps_per_epoch != 1)}"
+
+
+def _cannot_resume(path: Path, why: str) -> str:
+    return (f"Cannot resume from {path}: {why}. To start this run afresh, delete the file or pass resume=False "
+            "(the file is then overwritten); to keep it, give this run another checkpoint path.")
+
+
+def _resumable_state(path: Path, model: nn.Module, epochs: int, steps_per_epoch: int) -> dict:
+    """The checkpoint, if fit wrote it for this model and this run's length: torch's own errors on a
+    mismatch (or a scheduler silently stepping past its end) do not say which file or what to do."""
+    try:
+        state = load_checkpoint(path)
+    except Exception as e:
+        why = f"it is not a readable checkpoint, perhaps damaged or cut short ({type(e).__name__})"
+        raise ValueError(_cannot_resume(path, why)) from e
+    if "steps_per_epoch" not in state:
+        raise ValueError(_cannot_resume(path, "it was not written by fit (or by an older version of the course)"))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in state["model"].items()}
+    if ours != theirs:
+        differ = sorted(set(ours) ^ set(theirs)) + [k for k in ours if k in theirs and ours[k] != theirs[k]]
+        first = differ[0]
+        raise ValueError(_cannot_resume(path, f"it was written for another model ({len(differ)} weights differ, "
+                                              f"e.g. {first}: {theirs.get(first, 'absent')} there, "
+                                              f"{ours.get(first, 'absent')} here)"))
+    if (state["epochs"], state["steps_per_epoch"]) != (epochs, steps_per_epoch):
+        written = _run_length(state["epochs"], state["steps_per_epoch"])
+        raise ValueError(_cannot_resume(path, f"it was written for {written}, this run has "
+                                              f"{_run_length(epochs, steps_per_epoch)}"))
+    return state
 
 
 def step_throughput(model: nn.Module, batches, *, device=None, amp: bool = True, max_batches: int | None = None) -> float:

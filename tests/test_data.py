@@ -144,12 +144,17 @@ def test_cache_hit_and_invalidation(isolated_data_dir, tmp_path):
     assert len(list((isolated_data_dir / "cache").glob("photos-8px-*.pt"))) == 1  # stale one removed
 
 
-def test_damaged_cache_is_rebuilt(isolated_data_dir, tmp_path):
+def test_damaged_cache_is_rebuilt_and_says_so(isolated_data_dir, tmp_path, capsys):
     tree = write_image_folder(tmp_path / "photos")
     first = data.load_image_folder(tree, size=8, progress=False)
     cache = next((isolated_data_dir / "cache").glob("*.pt"))
     cache.write_bytes(b"broken")
+    capsys.readouterr()
     assert torch.equal(data.load_image_folder(tree, size=8, progress=False).train.images, first.train.images)
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and said[0].startswith(f"The decoded cache {cache} is damaged (")
+    assert said[0].endswith(f"); deleting it and decoding {tree} again to rebuild it.")
+    assert cache.exists()
 
 
 def test_cache_write_is_atomic(isolated_data_dir, tmp_path, monkeypatch):

@@ -96,8 +96,8 @@ def test_a_diverged_run_reports_its_step_never_an_accuracy(toy):
     seen = []
     hist = train.fit(small_model(), batches(toy.train), batches(toy.test, shuffle=False), epochs=3, lr=1e6,
                      schedule="constant", device="cpu", progress=False, callback=seen.append)
-    assert len(hist) == 0 and hist.best_val_acc is None  # diverged in epoch 1, of 2 steps (48 images, batch 32)
-    assert isinstance(hist.diverged_step, int) and 1 <= hist.diverged_step <= 2
+    assert len(hist) == 0 and hist.best_val_acc is None  # diverged in epoch 1, of 6 steps (4 x 48 images, batch 32)
+    assert isinstance(hist.diverged_step, int) and 1 <= hist.diverged_step <= 6
     assert hist.status() == f"diverged at step {hist.diverged_step} (epoch 1)"
     assert seen == [hist]  # the callback (a live plot) hears of it
     assert train.History.from_dict(hist.to_dict()).diverged_step == hist.diverged_step
@@ -165,6 +165,36 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(toy, tmp_path):
             assert torch.allclose(a, b, atol=1e-5), name
 
 
+def test_resuming_another_models_checkpoint_says_what_differs(toy, tmp_path):
+    kw = dict(epochs=1, lr=0.05, device="cpu", progress=False, checkpoint=tmp_path / "run.pt")
+    train.fit(small_model(num_classes=4), batches(toy.train), **kw)
+    with pytest.raises(ValueError) as e:
+        train.fit(small_model(num_classes=3), batches(toy.train), resume=True, **kw)
+    assert str(tmp_path / "run.pt") in str(e.value)
+    assert "written for another model (2 weights differ, e.g. fc.weight: (4, 512) there, (3, 512) here)" in str(e.value)
+    assert "delete the file or pass resume=False" in str(e.value)
+
+
+def test_resuming_a_checkpoint_of_another_length_says_both_lengths(toy, tmp_path):
+    kw = dict(lr=0.05, device="cpu", progress=False, checkpoint=tmp_path / "run.pt")
+    train.fit(small_model(), batches(toy.train), epochs=1, **kw)  # 4 x 48 images in batches of 32: 6 steps
+    with pytest.raises(ValueError, match="it was written for 1 epoch of 6 steps, this run has 3 epochs of 6 steps"):
+        train.fit(small_model(), batches(toy.train), epochs=3, resume=True, **kw)
+    with pytest.raises(ValueError, match="it was written for 1 epoch of 6 steps, this run has 1 epoch of 12 steps"):
+        train.fit(small_model(), batches(toy.train, bs=16), epochs=1, resume=True, **kw)
+
+
+def test_resuming_with_other_layers_frozen_or_a_damaged_file_is_a_clear_error(toy, tmp_path):
+    kw = dict(epochs=1, lr=0.05, device="cpu", progress=False, checkpoint=tmp_path / "run.pt")
+    train.fit(small_model(), batches(toy.train), **kw)
+    with pytest.raises(ValueError, match="its optimizer had other parameter groups"):
+        train.fit(models.freeze(small_model(), "layer2"), batches(toy.train), resume=True, **kw)
+    whole = (tmp_path / "run.pt").read_bytes()
+    (tmp_path / "run.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="run.pt: it is not a readable checkpoint, perhaps damaged or cut short"):
+        train.fit(small_model(), batches(toy.train), resume=True, **kw)
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "ckpts" / "ckpt.pt"
     train.save_checkpoint(target, small_model())
@@ -223,6 +253,21 @@ def test_feature_cache_hit_miss_and_invalidation(toy, monkeypatch):
     assert not torch.allclose(f1, f2)
     f3 = features.extract_features(model, toy.train, upto="layer3", device="cpu", progress=False)
     assert f3.shape == (len(toy.train), 256, 2, 2)
+
+
+def test_a_damaged_feature_cache_is_rebuilt_and_says_so(toy, isolated_data_dir, capsys):
+    features.clear_memory_cache()
+    model = small_model()
+    first = features.extract_features(model, toy.train, device="cpu", progress=False)
+    cache = next((isolated_data_dir / "cache" / "features").glob("*.pt"))
+    cache.write_bytes(b"broken")
+    features.clear_memory_cache()
+    capsys.readouterr()
+    assert torch.equal(features.extract_features(model, toy.train, device="cpu", progress=False), first)
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and said[0].startswith(f"The feature cache {cache} is damaged (")
+    assert said[0].endswith("); deleting it and computing the features again to rebuild it.")
+    assert torch.equal(torch.load(cache, weights_only=True), first)
 
 
 def test_linear_probe_on_cached_features(toy):

@@ -38,86 +38,142 @@ def _array(value, what: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ lesson 1
+def _returned(value, what: str):
+    """The answer's return value; None gets its own message, since a missing `return` is the usual cause."""
+    if value is None:
+        raise AssertionError(f"{what} returned None. Hint: end the function with `return` and the result.")
+    return value
+
+
 def check_gd_step(gd_step) -> None:
-    """gd_step(theta, grad, lr) -> the parameters after one gradient-descent step."""
+    """gd_step(theta, grad, lr) -> the parameters after one gradient-descent step, in a new array."""
     cases = [(np.array([1.0, 2.0]), np.array([0.5, -1.0]), 0.1),
              (np.array([3.0]), np.array([6.0]), 0.5),
              (np.array([-1.0, 0.0, 4.0]), np.array([2.0, 2.0, -2.0]), 0.0)]
-    for theta, grad, lr in cases:
+    for number, (theta, grad, lr) in enumerate(cases, 1):
         before = theta.copy()
-        out = _array(_call(gd_step, theta.copy(), grad.copy(), lr, what="gd_step"), "gd_step")
-        expected = theta - lr * grad
+        where = f"case {number} of {len(cases)}, gd_step(theta={before}, grad={grad}, lr={lr})"
+        out = _array(_returned(_call(gd_step, theta, grad.copy(), lr, what="gd_step"), "gd_step"), "gd_step")
+        if not np.array_equal(theta, before):
+            raise AssertionError(f"{where} changed the caller's theta to {theta}. Hint: leave the caller's "
+                                 "parameters as they were and return the new ones in a new array.")
+        expected = before - lr * grad
         if out.shape != expected.shape:
-            raise AssertionError(f"gd_step returned shape {out.shape} for parameters of shape {theta.shape}: "
+            raise AssertionError(f"{where} returned shape {out.shape} for parameters of shape {before.shape}: "
                                  "it should return the whole updated parameter vector.")
-        if np.allclose(out, theta + lr * grad) and lr:
-            raise AssertionError(f"gd_step({before}, grad={grad}, lr={lr}) moved *up* the gradient. "
-                                 "Descent goes against it.")
+        if np.allclose(out, before + lr * grad) and lr:
+            raise AssertionError(f"{where} moved *up* the gradient. Descent goes against it.")
         if not np.allclose(out, expected):
-            raise AssertionError(f"gd_step({before}, grad={grad}, lr={lr}) returned {out}. "
+            raise AssertionError(f"{where} returned {out}. "
                                  "Hint: the step is proportional to both the learning rate and the gradient.")
     _passed("gd_step", len(cases))
 
 
 def check_numerical_grad(numerical_grad) -> None:
-    """numerical_grad(fn, theta, eps) -> finite-difference estimate of ∇fn(θ), θ left unchanged."""
+    """numerical_grad(fn, theta, eps) -> central-difference estimate of ∇fn(θ), θ left unchanged.
+
+    The last case is a steep valley near its minimum: large curvature, small gradient. There a one-sided
+    difference (fn(θ + eps) − fn(θ)) / eps is off by eps/2 × curvature, far beyond the tolerance, while the
+    central difference stays exact (on a quadratic, up to rounding).
+    """
     x = np.linspace(-2, 2, 7)
     y = np.sin(x)
-    cases = [(lambda t: float(np.sum(t ** 2)), np.array([1.0, -2.0, 0.5]), lambda t: 2 * t),
-             (lambda t: float(np.sin(t[0]) * t[1]), np.array([0.3, 2.0]), lambda t: np.array([np.cos(t[0]) * t[1], np.sin(t[0])])),
-             (lambda t: gd.squared_error(t, x, y), np.array([1.0, 0.8, 0.1]), lambda t: gd.grad_by_hand(t, x, y))]
-    for fn, theta, exact in cases:
+    eps = 1e-5
+    cases = [("a bowl, f(θ) = Σ θ_i²", lambda t: float(np.sum(t ** 2)), np.array([1.0, -2.0, 0.5]),
+              lambda t: 2 * t),
+             ("f(θ) = sin(θ₀)·θ₁", lambda t: float(np.sin(t[0]) * t[1]), np.array([0.3, 2.0]),
+              lambda t: np.array([np.cos(t[0]) * t[1], np.sin(t[0])])),
+             ("the squared error of section 3's model", lambda t: gd.squared_error(t, x, y), np.array([1.0, 0.8, 0.1]),
+              lambda t: gd.grad_by_hand(t, x, y)),
+             ("a steep valley near its minimum, f(θ) = 1000·(θ₀ − 1)² + (θ₁ + 2)²",
+              lambda t: float(1000 * (t[0] - 1) ** 2 + (t[1] + 2) ** 2), np.array([1.001, -1.5]),
+              lambda t: np.array([2000 * (t[0] - 1), 2 * (t[1] + 2)]))]
+    for number, (name, fn, theta, exact) in enumerate(cases, 1):
         before = theta.copy()
-        out = _array(_call(numerical_grad, fn, theta, 1e-5, what="numerical_grad"), "numerical_grad")
-        if not np.array_equal(theta, before):
-            raise AssertionError("numerical_grad changed the theta it was given. Perturb a copy, not the caller's array.")
+        where = f"case {number} of {len(cases)} ({name}, θ={before}, eps={eps:g})"
+        out = _array(_returned(_call(numerical_grad, fn, theta, eps, what="numerical_grad"), "numerical_grad"),
+                     "numerical_grad")
+        if not np.allclose(theta, before, rtol=0, atol=1e-12):
+            raise AssertionError(f"{where}: numerical_grad changed the theta it was given to {theta}. "
+                                 "Perturb a copy, not the caller's array.")
         want = exact(before)
         if out.shape != want.shape:
-            raise AssertionError(f"numerical_grad returned shape {out.shape}; the gradient has one entry per parameter, {want.shape}.")
-        if not np.allclose(out, want, rtol=1e-4, atol=1e-6):
-            ratio = out / np.where(np.abs(want) > 1e-9, want, np.nan)
-            hint = ("the result is off by a constant factor: check what you divide the difference by."
-                    if np.nanstd(ratio) < 1e-3 * max(1, abs(np.nanmean(ratio))) else
-                    "nudge one coordinate at a time, by +eps and by -eps, and compare the two losses.")
-            raise AssertionError(f"numerical_grad at θ={before} gave {np.round(out, 6)}, the true gradient is "
-                                 f"{np.round(want, 6)}. Hint: {hint}")
+            raise AssertionError(f"{where}: numerical_grad returned shape {out.shape}; the gradient has one entry "
+                                 f"per parameter, {want.shape}.")
+        if np.allclose(out, want, rtol=1e-4, atol=1e-6):
+            continue
+        units = np.eye(len(before)) * eps
+        forward = np.array([(fn(before + e) - fn(before)) / eps for e in units])
+        backward = np.array([(fn(before) - fn(before - e)) / eps for e in units])
+        ratio = out / np.where(np.abs(want) > 1e-9, want, np.nan)
+        if np.allclose(out, forward, rtol=1e-6, atol=1e-9) or np.allclose(out, backward, rtol=1e-6, atol=1e-9):
+            hint = ("this is a one-sided difference, which is off by about eps/2 × the curvature: large here. "
+                    "A central difference nudges each coordinate both ways and cancels that error.")
+        elif np.nanstd(ratio) < 1e-3 * max(1, abs(np.nanmean(ratio))):
+            hint = "the result is off by a constant factor: check what you divide the difference by."
+        else:
+            hint = "nudge one coordinate at a time, by +eps and by -eps, and compare the two losses."
+        raise AssertionError(f"{where}: numerical_grad gave {np.round(out, 6)}, the true gradient is "
+                             f"{np.round(want, 6)}. Hint: {hint}")
     _passed("numerical_grad", len(cases))
 
 
-def check_converging_lr(lr, problem: gd.Quadratic, steps: int, tol: float = 1e-6) -> None:
-    """Plain GD with `lr` on `problem` reaches loss < tol within `steps` steps (from the lesson's start)."""
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
-        raise AssertionError(f"the learning rate should be a positive number, got {lr!r}")
-    run = gd.run_on(problem, float(lr), steps)
-    if run.diverged:
-        raise AssertionError(f"with lr={lr:g} gradient descent diverged at step {run.diverged_at}. "
-                             "Hint: the steepest direction sets an upper limit on the rate.")
-    k = run.steps_to(tol)
-    if k is None:
-        raise AssertionError(f"with lr={lr:g} the loss is {run.final_loss:.3g} after {steps} steps, not below {tol:g}. "
-                             + ("It oscillates: look at the path and try smaller." if lr * problem.largest_curvature > 1
-                                else "It creeps: a larger rate would go faster."))
-    print(f"✓ lr={lr:g} reaches loss < {tol:g} at step {k} of {steps}")
-    _passed("converging learning rate", 1)
+def check_converging_lr(lr, problem: gd.Quadratic, start, steps: int, tol: float = 1e-6) -> None:
+    """Plain GD with `lr` on `problem` from `start` ends its whole budget of `steps` with loss < tol.
+
+    The final loss counts, not the first step below tol: a run can dip below tol and then grow.
+    """
+    is_number = isinstance(lr, (int, float, np.integer, np.floating)) and not isinstance(lr, bool)
+    if not is_number or not math.isfinite(lr) or lr <= 0:
+        raise AssertionError(f"my_lr should be a positive number, got {lr!r}")
+    run = gd.run_on(problem, float(lr), steps, start=start)
+    if not run.diverged and run.final_loss < tol:
+        print(f"✓ lr={lr:g}: after {steps} steps from {tuple(start)} the loss is {run.final_loss:.2g} < {tol:g}")
+        _passed("converging learning rate", 1)
+        return
+    ended = (f"diverged at step {run.diverged_at}" if run.diverged else
+             f"ends its {steps} steps at loss {run.final_loss:.3g}, not below {tol:g}")
+    bound = gd.stability_bound(problem)
+    if lr >= bound:
+        hint = (f"it is at or above 2/L = {bound:.4g}: along the steepest direction every step lands at least "
+                "as far from the minimum as the one before.")
+    elif lr * problem.largest_curvature > 1:
+        hint = "it overshoots across the steep direction and does not settle within the budget: try smaller."
+    else:
+        hint = "it creeps along the shallow direction and runs out of steps: a larger rate would go faster."
+    raise AssertionError(f"with lr={lr:g}, gradient descent from {tuple(start)} {ended}. Hint: {hint}")
 
 
 def check_training_loop(train_linear) -> None:
     """train_linear(x, y, lr, steps) -> a trained nn.Linear(1, 1) that fits the line."""
-    for seed, (w, b) in enumerate([(2.0, -1.0), (-0.5, 3.0)]):
+    lines = [(2.0, -1.0), (-0.5, 3.0)]
+    for seed, (w, b) in enumerate(lines):
+        where = f"case {seed + 1} of {len(lines)} (points around y = {w:g}x {'+' if b >= 0 else '−'} {abs(b):g})"
         x, y = gd.make_regression(200, w=w, b=b, noise=0.3, seed=seed)
         torch.manual_seed(seed)
-        model = _call(train_linear, x, y, 0.1, 150, what="train_linear")
+        untrained = torch.nn.Linear(1, 1)  # what the answer's own nn.Linear(1, 1) starts from, same seed
+        torch.manual_seed(seed)
+        model = _returned(_call(train_linear, x, y, 0.1, 150, what="train_linear"), "train_linear")
         if not isinstance(model, torch.nn.Module):
             raise AssertionError(f"train_linear should return the trained model, got {type(model).__name__}")
         with torch.no_grad():
             loss = float(torch.nn.functional.mse_loss(model(x), y))
+            start_loss = float(torch.nn.functional.mse_loss(untrained(x), y))
         best_w, best_b = gd.least_squares(x, y)
         best = float(np.mean((best_w * x.flatten().numpy() + best_b - y.flatten().numpy()) ** 2))
-        if not math.isfinite(loss) or loss > best * 1.02 + 1e-4:
-            raise AssertionError(f"after training, the loss is {loss:.4g}, but the best line reaches {best:.4g}. "
-                                 "Hint: run the loop by hand for 3 steps and print the weight's .grad each time. "
-                                 "Is each step's gradient only from that step?")
-    _passed("train_linear", 2)
+        if math.isfinite(loss) and loss <= best * 1.02 + 1e-4:
+            continue
+        if all(torch.equal(p, q) for p, q in zip(model.parameters(), untrained.parameters())):
+            hint = ("the parameters never moved. Only optimizer.step() changes them, from .grad: is it called, "
+                    "and when it runs, does .grad hold the gradient backward() just computed?")
+        elif not math.isfinite(loss) or loss > start_loss:
+            hint = "the loss grew from where it started: does each update go against the gradient?"
+        else:
+            hint = ("run the loop by hand for 3 steps and print the weight's .grad each time. "
+                    "Is each step's gradient only from that step?")
+        raise AssertionError(f"{where}: after training, the loss is {loss:.4g}, but the best line reaches "
+                             f"{best:.4g}. Hint: {hint}")
+    _passed("train_linear", len(lines))
 
 
 # ------------------------------------------------------------------------------------ lesson 2

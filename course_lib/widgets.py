@@ -23,41 +23,79 @@ class WidgetCheck(W.VBox):
 
 
 class LearningRateExplorer(W.VBox):
-    """Lesson 1: learning rate (log slider), steps, start point and momentum for GD on a quadratic.
+    """Lesson 1: learning rate, steps, start point and momentum for GD on a quadratic.
 
-    Each change reruns gd.run_on and redraws the path and the loss; the status line says
-    "converged ..." or "diverged at step k". `.result` is the last gd.Run.
+    The learning rate has two linked sliders: a log slider for the whole range (crawl to blow-up) and a
+    fine one for lr as a multiple of the stability bound 2(1 + μ)/L, to cross the bound in small steps.
+    The bounds line shows 2/L and, for the current momentum, 2(1 + μ)/L. Each change reruns gd.run_on and
+    redraws the path and the loss; the status line says "converged ..." or "diverged at step k".
+    `.result` is the last gd.Run.
     """
 
     def __init__(self, f=None, lr: float = 0.05, steps: int = 40, start=(-2.0, 3.0), momentum: float = 0.0):
         from . import gd
 
         self.f = f if f is not None else gd.quadratic_2d()
-        bound = gd.stability_bound(self.f)
-        self.lr = W.FloatLogSlider(value=lr, base=10, min=-3, max=0.5, step=0.01, description="learning rate",
-                                   readout_format=".3g", continuous_update=False, style={"description_width": "initial"})
-        self.steps = W.IntSlider(value=steps, min=1, max=200, description="steps", continuous_update=False)
-        self.x0 = W.FloatSlider(value=start[0], min=-4, max=4, step=0.1, description="start θ₁", continuous_update=False)
-        self.y0 = W.FloatSlider(value=start[1], min=-4, max=4, step=0.1, description="start θ₂", continuous_update=False)
-        self.momentum = W.FloatSlider(value=momentum, min=0, max=0.95, step=0.05, description="momentum",
-                                      continuous_update=False)
+        slider_options = dict(layout=W.Layout(width="560px"), style={"description_width": "150px"},
+                              continuous_update=False)  # long tracks, aligned
+        self.lr = W.FloatLogSlider(value=lr, base=10, min=-3, max=0.5, step=0.001, description="learning rate",
+                                   readout_format=".4g", **slider_options)
+        self.fraction = W.FloatSlider(value=lr / gd.stability_bound(self.f, momentum), min=0.0, max=1.5,
+                                      step=0.001, description="lr ÷ bound", readout_format=".3f", **slider_options)
+        self.steps = W.IntSlider(value=steps, min=1, max=200, description="steps", **slider_options)
+        self.momentum = W.FloatSlider(value=momentum, min=0, max=0.95, step=0.05, description="momentum μ",
+                                      **slider_options)
+        self.x0 = W.FloatSlider(value=start[0], min=-4, max=4, step=0.1, description="start θ₁", **slider_options)
+        self.y0 = W.FloatSlider(value=start[1], min=-4, max=4, step=0.1, description="start θ₂", **slider_options)
+        self.bounds = W.HTML()
         self.status = W.HTML()
         self.out = W.Output()
-        info = W.HTML(f"largest curvature L = {self.f.largest_curvature:.3g}; plain GD is stable for "
-                      f"learning rate &lt; 2/L = <b>{bound:.3g}</b>")
-        controls = W.VBox([self.lr, self.steps, self.momentum, W.HBox([self.x0, self.y0])])
-        super().__init__([info, controls, self.status, self.out])
-        for w in (self.lr, self.steps, self.x0, self.y0, self.momentum):
+        self._linking = False
+        super().__init__([self.bounds, self.lr, self.fraction, self.momentum, self.steps, self.x0, self.y0,
+                          self.status, self.out])
+        self.lr.observe(lambda change: self._lr_moved(), names="value")
+        self.fraction.observe(lambda change: self._fraction_moved(), names="value")
+        self.momentum.observe(lambda change: self._lr_moved(), names="value")  # same lr, new bound
+        for w in (self.steps, self.x0, self.y0):
             w.observe(lambda change: self.update(), names="value")
         self.update()
+
+    def bound(self) -> float:
+        """2(1 + μ)/L at the current momentum: the unit of the fine slider."""
+        from . import gd
+
+        return gd.stability_bound(self.f, self.momentum.value)
+
+    def _set_linked(self, slider, value: float) -> None:
+        """Move the other lr slider without its observer moving this one back."""
+        self._linking = True
+        try:
+            slider.value = value
+        finally:
+            self._linking = False
+
+    def _lr_moved(self) -> None:
+        if not self._linking:
+            self._set_linked(self.fraction, self.lr.value / self.bound())
+            self.update()
+
+    def _fraction_moved(self) -> None:
+        if not self._linking:
+            self._set_linked(self.lr, self.fraction.value * self.bound())
+            self.update()
 
     def update(self):
         from . import gd
 
+        L, mu = self.f.largest_curvature, self.momentum.value
+        self.bounds.value = (f"largest curvature L = {L:.3g}. Stable for learning rate &lt; 2/L = "
+                             f"<b>{gd.stability_bound(self.f):.4g}</b> (plain GD); with momentum μ = {mu:g}, "
+                             f"&lt; 2(1+μ)/L = <b>{self.bound():.4g}</b>")
         self.result = gd.run_on(self.f, self.lr.value, self.steps.value, start=(self.x0.value, self.y0.value),
-                                momentum=self.momentum.value)
+                                momentum=mu)
         colour = "crimson" if self.result.diverged else "black"
-        self.status.value = f"<span style='color:{colour}'>{self.result.status()}</span>"
+        self.status.value = (f"<span style='color:{colour}'>lr = {self.lr.value:.4g} = "
+                             f"{self.lr.value / self.bound():.4g} × bound: {self.result.status()}</span>")
         with self.out:
             self.out.clear_output(wait=True)
             fig = plot_runs(self.f, [self.result])

@@ -68,6 +68,13 @@ def data_dir() -> Path:
     return path
 
 
+def checkpoint_path(name: str) -> Path:
+    """data_dir()/checkpoints/<name>.pt, or <name>-fast.pt in fast mode: a fast-mode run (tests, CI, a
+    quick check) must never replace the checkpoint of a learner's normal-mode run."""
+    suffix = "-fast" if fast_mode() else ""
+    return data_dir() / "checkpoints" / f"{name}{suffix}.pt"
+
+
 def physical_cores() -> int:
     """Physical cores: hyper-threads slow CPU convolutions down rather than up."""
     cores, phys = set(), None

@@ -231,7 +231,8 @@ def show_mistakes(images: ImageData, indices, ev, title: str = "most confident m
 
 
 def plot_history(history, title: str | None = None):
-    """Loss and accuracy per epoch, training and validation."""
+    """Loss and accuracy per epoch, training and validation; a diverged run is marked in red where it
+    stopped, so a live plot never leaves the last good epoch looking like the result."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = history["epoch"]
     ax_loss.plot(epochs, history["train_loss"], "o-", label="train")
@@ -239,6 +240,10 @@ def plot_history(history, title: str | None = None):
         ax_loss.plot(epochs, history["val_loss"], "o-", label="validation")
         ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "o-", label="validation")
     ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", label="train (augmented)")
+    if history.diverged is not None:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(len(history) + 1, color="crimson", ls="--", label=history.status())
+        ax_loss.set_title(history.status(), color="crimson", fontsize=10)
     ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.legend(fontsize=8)
     ax_acc.set_xlabel("epoch"), ax_acc.set_ylabel("accuracy (%)"), ax_acc.legend(fontsize=8)
     if title:

@@ -26,11 +26,13 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 
 @dataclass
 class History:
-    """Per-epoch records of a run; `diverged` holds the reason when training was stopped early."""
+    """Per-epoch records of a run; `diverged` holds the reason when training was stopped early, and
+    `diverged_step` the 1-based optimizer step (counted over the whole run) where that was detected."""
 
     epochs: list[dict] = field(default_factory=list)
     diverged: str | None = None
     best_epoch: int | None = None
+    diverged_step: int | None = None
 
     def __getitem__(self, key: str) -> list:
         return [e[key] for e in self.epochs]
@@ -42,12 +44,32 @@ class History:
     def last(self) -> dict:
         return self.epochs[-1] if self.epochs else {}
 
+    @property
+    def best_val_acc(self) -> float | None:
+        """None when no epoch was validated, or when the run diverged: its weights then belong to no
+        validated epoch, so no accuracy may stand for it."""
+        accs = [e["val_acc"] for e in self.epochs if "val_acc" in e]
+        return max(accs) if accs and self.diverged is None else None
+
+    def status(self) -> str:
+        """One line a lesson can print for any run, so a diverged one never reads as an accuracy."""
+        if self.diverged is not None:
+            step = f" at step {self.diverged_step}" if self.diverged_step is not None else ""
+            return f"diverged{step} (epoch {len(self.epochs) + 1})"
+        if not self.epochs:
+            return "not trained"
+        if self.best_val_acc is None:
+            return "no validation data"
+        best = max(self.epochs, key=lambda e: e.get("val_acc", -1.0))
+        return f"best validation accuracy {100 * self.best_val_acc:.1f}% at epoch {best['epoch']}"
+
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "diverged": self.diverged, "best_epoch": self.best_epoch}
+        return {"epochs": self.epochs, "diverged": self.diverged, "best_epoch": self.best_epoch,
+                "diverged_step": self.diverged_step}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        return cls(list(d["epochs"]), d.get("diverged"), d.get("best_epoch"))
+        return cls(list(d["epochs"]), d.get("diverged"), d.get("best_epoch"), d.get("diverged_step"))
 
 
 class Diverged(RuntimeError):
@@ -90,8 +112,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps:
         total_steps = max(total_steps, 2)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
-            pct_start=max(pct_start, 1.5 / total_steps),  # at least one warm-up step in very short runs anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
-            cycle_momentum=False)
+            pct_start=max(pct_start, 1.5 / total_steps),  # at least one warm-up step in very short runs
+            anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     if schedule == "constant":
@@ -136,10 +158,13 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
 
     train/val: iterables of (x, y) batches, usually data.Batches. groups: parameter groups (e.g.
     models.param_groups for discriminative learning rates); their "lr" values are the peak rates.
+    callback: called with the History after every epoch, and once more when training diverges.
     checkpoint: a file rewritten atomically after every epoch; with resume=True an existing one is
     continued where it stopped. keep_best: at the end, restore the weights of the best validation epoch.
     A NaN or infinite loss, or one 20x above the first step's, stops training; the History up to then is
-    returned with `diverged` set.
+    returned with `diverged` and `diverged_step` set. The model then keeps the weights it diverged with
+    (often NaN; keep_best does not restore them), so callers must check `history.diverged` before
+    evaluating or saving it.
     """
     from tqdm.auto import tqdm
 
@@ -202,6 +227,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
                     current = loss.item()
                     first_loss = first_loss if first_loss is not None else current
                     if not math.isfinite(current) or current > 20 * max(first_loss, 0.1):
+                        history.diverged_step = epoch * steps_per_epoch + step + 1
                         raise Diverged(f"loss became {current:.4g} at epoch {epoch + 1}, step {step + 1}"
                                        + ("" if not math.isfinite(current) else f" (it started at {first_loss:.3g})"))
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{opt.param_groups[-1]['lr']:.2g}")
@@ -230,6 +256,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
         print(history.diverged)
     finally:
         bar.close()
+    if history.diverged is not None and callback is not None:
+        callback(history)  # a live plot shows the divergence too
     if keep_best and best_state is not None and history.diverged is None:
         model.load_state_dict(best_state)
     return history

@@ -53,6 +53,14 @@ def test_data_dir_override(monkeypatch, tmp_path):
     assert config.data_dir() == ROOT / "data"
 
 
+def test_fast_mode_checkpoints_never_replace_normal_ones(monkeypatch, tmp_path):
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(config.FAST_ENV, raising=False)
+    assert config.checkpoint_path("lesson3") == tmp_path / "checkpoints" / "lesson3.pt"
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    assert config.checkpoint_path("lesson3") == tmp_path / "checkpoints" / "lesson3-fast.pt"
+
+
 def test_summary_names_the_essentials(monkeypatch):
     monkeypatch.setenv(config.FAST_ENV, "1")
     text = config.summary(torch.device("cpu"))

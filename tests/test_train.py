@@ -53,6 +53,22 @@ def test_schedules_shape_the_learning_rate():
         train.make_scheduler(torch.optim.SGD(p, lr=0.1), "linear", 10)
 
 
+def test_onecycle_warms_up_from_peak_over_25_and_ends_at_peak_over_25000():
+    opt = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.1},
+                           {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.01}], lr=0.1)
+    sched = train.make_scheduler(opt, "onecycle", 100)
+    rates = []  # the rates each of the 100 optimizer steps runs at
+    for _ in range(100):
+        rates.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    for group, (peak, first, last) in enumerate([(0.1, 0.004, 4e-6), (0.01, 0.0004, 4e-7)]):
+        lrs = [r[group] for r in rates]
+        assert lrs[0] == pytest.approx(first, rel=1e-6)
+        assert max(lrs) == pytest.approx(peak, rel=1e-6) and lrs.index(max(lrs)) == 24  # end of the 25% warm-up
+        assert lrs[-1] == pytest.approx(last, rel=1e-6)
+
+
 def test_fit_with_discriminative_groups_and_clipping(toy):
     model = models.freeze(small_model(), "layer2")
     frozen = model.layer1[0].conv1.weight.clone()
@@ -74,6 +90,46 @@ def test_divergence_stops_with_a_reason_and_keeps_history(toy, capsys):
     assert hist.diverged is not None and "learning rate is most likely too high" in hist.diverged
     assert len(hist) < 3
     assert "too high" in capsys.readouterr().out
+
+
+def test_a_diverged_run_reports_its_step_never_an_accuracy(toy):
+    seen = []
+    hist = train.fit(small_model(), batches(toy.train), batches(toy.test, shuffle=False), epochs=3, lr=1e6,
+                     schedule="constant", device="cpu", progress=False, callback=seen.append)
+    assert len(hist) == 0 and hist.best_val_acc is None  # diverged in epoch 1, of 2 steps (48 images, batch 32)
+    assert isinstance(hist.diverged_step, int) and 1 <= hist.diverged_step <= 2
+    assert hist.status() == f"diverged at step {hist.diverged_step} (epoch 1)"
+    assert seen == [hist]  # the callback (a live plot) hears of it
+    assert train.History.from_dict(hist.to_dict()).diverged_step == hist.diverged_step
+
+
+def test_status_names_the_best_epoch():
+    hist = train.History([{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.812}, {"epoch": 3, "val_acc": 0.8}])
+    assert hist.best_val_acc == 0.812
+    assert hist.status() == "best validation accuracy 81.2% at epoch 2"
+    hist.diverged, hist.diverged_step = "Training stopped: ...", 37
+    assert hist.best_val_acc is None and hist.status() == "diverged at step 37 (epoch 4)"
+    assert train.History().best_val_acc is None and train.History().status() == "not trained"
+    assert train.History([{"epoch": 1, "train_loss": 1.0}]).status() == "no validation data"
+
+
+def test_a_short_run_reports_its_best_epoch(toy):
+    hist = train.fit(small_model(), batches(toy.train), batches(toy.test, shuffle=False), epochs=2, lr=0.02,
+                     device="cpu", progress=False)
+    assert hist.diverged_step is None and hist.best_val_acc == max(hist["val_acc"])
+    assert hist.status() == f"best validation accuracy {100 * hist.best_val_acc:.1f}% at epoch {hist.best_epoch}"
+
+
+def test_plot_history_marks_a_divergence_in_red():
+    from course_lib import plots
+
+    hist = train.History([{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.9, "val_acc": 0.35}],
+                         diverged="Training stopped: ...", diverged_step=7)
+    fig = plots.plot_history(hist)
+    ax_loss = fig.axes[0]
+    marks = [line for line in ax_loss.get_lines() if line.get_label() == "diverged at step 7 (epoch 2)"]
+    assert len(marks) == 1 and marks[0].get_color() == "crimson" and list(marks[0].get_xdata()) == [2, 2]
+    assert ax_loss.get_title() == "diverged at step 7 (epoch 2)"
 
 
 def test_evaluate_confusion_and_per_class(toy):

@@ -85,7 +85,7 @@ def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, bool]:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     elif device.type == "cpu":
-        torch.set_num_threads(config.physical_cores())
+        torch.set_num_threads(config.torch_threads())
     return model, channels_last
 
 

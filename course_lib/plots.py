@@ -132,7 +132,7 @@ def show_neighbours(queries: ImageData, pool: ImageData, idx, sims=None, n_queri
     """Each row: a query image, then its nearest neighbours in feature space, titled with their class."""
     k = idx.shape[1]
     n = min(n_queries, len(queries))
-    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.2), squeeze=False)
+    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.3 + 0.4), squeeze=False, layout="constrained")
     for r in range(n):
         tiles = [(queries.images[r], f"query: {queries.classes[queries.labels[r]]}", "black")]
         for j in range(k):
@@ -144,8 +144,7 @@ def show_neighbours(queries: ImageData, pool: ImageData, idx, sims=None, n_queri
             ax.set_title(name, fontsize=7, color=colour)
             ax.axis("off")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout(pad=0.2)
+        fig.suptitle(title)  # constrained layout keeps titles and labels apart
     return fig
 
 
@@ -222,7 +221,7 @@ def show_mistakes(images: ImageData, indices, ev, title: str = "most confident m
     n = len(indices)
     cols = min(6, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 2.0 + 0.4), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, indices.tolist()):
@@ -230,8 +229,7 @@ def show_mistakes(images: ImageData, indices, ev, title: str = "most confident m
         ax.imshow(images.images[i].permute(1, 2, 0).numpy())
         ax.set_title(f"{images.classes[pred]} {100 * ev.probabilities[i, pred]:.0f}%\n(is {images.classes[true]})",
                      fontsize=7, color="crimson")
-    fig.suptitle(title)
-    fig.tight_layout(pad=0.3)
+    fig.suptitle(title)  # constrained layout keeps each row's labels off the images above
     return fig
 
 
@@ -240,11 +238,12 @@ def plot_history(history, title: str | None = None):
     stopped, so a live plot never leaves the last good epoch looking like the result."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = history["epoch"]
-    ax_loss.plot(epochs, history["train_loss"], "o-", label="train")
+    train_colour, val_colour = "tab:blue", "tab:orange"  # the same in both panels
+    ax_loss.plot(epochs, history["train_loss"], "o-", color=train_colour, label="train")
+    ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", color=train_colour, label="train (augmented)")
     if history.epochs and "val_loss" in history.last:
-        ax_loss.plot(epochs, history["val_loss"], "o-", label="validation")
-        ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "o-", label="validation")
-    ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", label="train (augmented)")
+        ax_loss.plot(epochs, history["val_loss"], "o-", color=val_colour, label="validation")
+        ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "o-", color=val_colour, label="validation")
     if history.diverged is not None:
         for ax in (ax_loss, ax_acc):
             ax.axvline(len(history) + 1, color="crimson", ls="--", label=history.status())

@@ -190,3 +190,32 @@ def test_fast_end_to_end_on_cifar10(cifar10, monkeypatch):
     leak = pipeline.leaky_recipe(weights, train_part, val_part, n_train=200, n_held_out=500, epochs=3,
                                  device="cpu", progress=False)
     assert leak["reported_acc"] > leak["held_out_acc"]
+
+
+@pytest.mark.cifar
+def test_the_imagenet_weights_path_end_to_end_in_fast_mode(cifar10, monkeypatch, tmp_path):
+    """The path most learners take (torchvision's ImageNet weights), through the same loader as theirs: a file
+    in torchvision's cache layout under TORCH_HOME (random weights here: the file cannot be downloaded)."""
+    import torchvision
+
+    from course_lib import pretrained, transfer
+
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    weights, why = pretrained.course_weights()
+    assert weights == "imagenet" and "ImageNet weights" in why
+    model = models.build_resnet18(10, weights=weights)
+    assert model.weights_info["mean"] == [0.485, 0.456, 0.406] and model.weights_info["std"] == [0.229, 0.224, 0.225]
+    stats = (model.weights_info["mean"], model.weights_info["std"])
+    size = transfer.input_size_for(weights, torch.device("cpu"))
+    train_part, val_part = data.course_split(cifar10.train)
+    tr, va, te = data.per_class(train_part, 40), data.per_class(val_part, 10), data.per_class(cifar10.test, 10)
+    warm, history = pipeline.fine_tune(model, tr, va, epochs=1, peak_lr=0.02, warmup_epochs=1, normalize=stats,
+                                       size=size, device="cpu", progress=False)
+    assert history.diverged is None and history.best_val_acc is not None
+    ev = train.evaluate(model, data.Batches(te, 100, normalize=stats, size=size), device="cpu")
+    assert ev.confusion.sum() == 100

@@ -25,6 +25,7 @@ import ast
 import contextlib
 import copy
 import csv
+import html
 import inspect
 import io
 import json
@@ -279,8 +280,7 @@ def advisories(source: str, lesson_names: set[str]) -> list[str]:
             bound.add(statement.name)
             targets = []
         elif isinstance(statement, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in statement.names)
-            targets = []
+            targets = []  # importing a module the lesson imported too is harmless
         else:
             targets = [n for node in ast.walk(statement) if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete))
                        for n in (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target])]
@@ -425,11 +425,12 @@ def _context_names(probes: list[Probe]) -> set[str]:
     return {a.id for p in probes for a in [*p.call.args, *(k.value for k in p.call.keywords)] if isinstance(a, ast.Name)}
 
 
-def verdict(probe: Probe, record, arguments: dict) -> str | None:
+def verdict(probe: Probe, record, arguments: dict, cell_error: str | None = None) -> str | None:
     """The judge's verdict on a record: None when it passes, else the failure message. Fails closed: a
     missing or malformed record, or any error judging it, is a fail."""
     if record is None:
-        return "no result"
+        return (f"the check could not run: {cell_error}" if cell_error else
+                "the check did not run (the notebook stopped before it)")
     with _JUDGE_LOCK, contextlib.redirect_stdout(io.StringIO()):
         try:
             checks.GRADED[probe.check].judge(record, **arguments)
@@ -476,6 +477,12 @@ def assemble(source_nb, submission: Submission, probes: list[Probe]) -> tuple[nb
     if unknown:
         notes.append(f"unknown answer cells ignored: {sorted(unknown)}")
     return graded, notes
+
+
+def probe_errors(executed) -> dict[str, str | None]:
+    """The error each probe cell of an executed notebook raised, by probe key."""
+    return {c.metadata["probe"]: _cell_error(c) for c in (executed.cells if executed is not None else [])
+            if isinstance(c.get("metadata", {}).get("probe"), str)}
 
 
 def _cell_error(cell) -> str | None:
@@ -540,7 +547,7 @@ class Lesson:
     def wall_seconds(self, timeout: int) -> int:
         """A whole run's limit: every cell may be slow, one may run into its timeout."""
         code_cells = sum(c.cell_type == "code" for c in self.notebook.cells) + len(self.probes)
-        return 120 + 3 * timeout + 15 * code_cells
+        return 30 + 3 * timeout + 2 * code_cells
 
 
 def execute(notebook, sandbox: Sandbox, timeout: int, wall_seconds: float) -> tuple[dict, nbformat.NotebookNode | None, list[str]]:
@@ -605,16 +612,11 @@ def grade_notebook(source_nb, submission, *, student: str, lesson: str, timeout:
         for cell in executed.cells:
             if is_answer(cell) and (error := _cell_error(cell)):
                 result.notes.append(f"answer cell '{grade_id(cell)}' raised {error}")
-    probe_errors = {c.metadata.get("probe"): _cell_error(c) for c in (executed.cells if executed else [])
-                    if c.get("metadata", {}).get("probe")}
+    errors = probe_errors(executed)
     for gid in result.scores:
         failures = {}
         for probe in (p for p in prepared.probes if p.exercise == gid):
-            message = verdict(probe, records.get(probe.key), prepared.arguments[probe.key])
-            if message == "no result":
-                error = probe_errors.get(probe.key)
-                message = (f"the check could not run: {error}" if error else
-                           "the check did not run (the notebook stopped before it)")
+            message = verdict(probe, records.get(probe.key), prepared.arguments[probe.key], errors.get(probe.key))
             if message is not None:
                 failures.setdefault(probe.part, message)
         if not failures and any(p.exercise == gid for p in prepared.probes):
@@ -739,12 +741,12 @@ def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_di
 
 
 def markdown_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Untrusted text as literal Markdown on one line: capped, control characters dropped, markup escaped."""
+    """Untrusted text as literal Markdown on one line: capped, control characters dropped, markup and HTML
+    escaped."""
     text = "".join(ch if ch.isprintable() else " " for ch in str(text))
     if len(text) > limit:
         text = text[:limit] + "…"
-    text = re.sub(r"([\\`*_{}\[\]()#+\-.!|>~])", r"\\\1", text)
-    return text.replace("<", "&lt;").replace("&lt;", "&lt;")
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text), quote=False)
 
 
 def write_feedback(student: str, results: list[Result], out_dir: Path) -> None:
@@ -803,22 +805,24 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
                         runs.append((gid, kind, name, tag))
                         cells += [copy.deepcopy(forget), nbformat.v4.new_code_cell(answer)]
                         for probe in (p for p in lesson.probes if p.cell_index == tests_of.get(gid)):
-                            cells.append(nbformat.v4.new_code_cell(_tagged(probe, tag).cell_source()))
+                            tagged = _tagged(probe, tag)
+                            cells.append(nbformat.v4.new_code_cell(tagged.cell_source(), metadata={"probe": tagged.key}))
                 cells.append(forget)
             cells.append(cell)
         graded.cells = cells
         for gid in tests_of:
             runs.append((gid, "reference", "the solution", None))
         sandbox = Sandbox(lib, cifar10=_cifar10(), isolated=False)
-        records, _, events = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4))
+        records, executed, _ = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4))
+    errors = probe_errors(executed)
     out = []
     for gid, kind, name, tag in runs:
         verdicts = {"public": None, "hidden": None}
         for probe in (p for p in lesson.probes if p.cell_index == tests_of.get(gid)):
             key = _tagged(probe, tag).key if tag else probe.key
-            message = verdict(probe, records.get(key), lesson.arguments[probe.key])
-            if message is not None and verdicts[probe.part] is None:
-                verdicts[probe.part] = message if records.get(key) is not None else f"no record ({'; '.join(events) or 'the probe cell failed'})"
+            message = verdict(probe, records.get(key), lesson.arguments[probe.key], errors.get(key))
+            if verdicts[probe.part] is None:
+                verdicts[probe.part] = message
         out.append({"exercise": gid, "kind": kind, "name": name, **verdicts})
     return out
 

@@ -106,14 +106,7 @@ class Sandbox:
             outside["cifar10"] = self.cifar10
         seen = {name: (Path("/run/grader") / name if root else path) for name, path in outside.items()}
         inner = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-                 "--ro-bind", "/usr", "/usr"]
-        for link in ("bin", "lib", "lib64", "sbin"):
-            target = Path("/") / link
-            if target.is_symlink():
-                inner += ["--symlink", os.readlink(target), str(target)]
-            elif target.exists():
-                inner += ["--ro-bind", str(target), str(target)]
-        inner += ["--ro-bind", str(seen["base"]), str(outside["base"]),
+                 *_system(), "--ro-bind", str(seen["base"]), str(outside["base"]),
                   "--ro-bind", str(seen["venv"]), str(outside["venv"]),
                   "--ro-bind", str(seen["lib"]), "/course/lib",
                   "--ro-bind", str(seen["job"]), "/course/job",
@@ -186,6 +179,18 @@ class Sandbox:
                        proc.returncode, timed_out, time.monotonic() - start)
 
 
+def _system() -> list[str]:
+    """bwrap arguments for the read-only system: /usr, and /bin, /lib, /lib64, /sbin as this host has them."""
+    out = ["--ro-bind", "/usr", "/usr"]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        target = Path("/") / link
+        if target.is_symlink():
+            out += ["--symlink", os.readlink(target), str(target)]
+        elif target.exists():
+            out += ["--ro-bind", str(target), str(target)]
+    return out
+
+
 def _kill(proc: subprocess.Popen) -> None:
     """SIGKILL the sandbox's process group; with bwrap, its PID namespace takes every process inside along."""
     try:
@@ -221,8 +226,8 @@ def bubblewrap_problem() -> str | None:
             return f"there is no user '{SANDBOX_USER}' to run submissions as"
     user = pwd.getpwnam(SANDBOX_USER) if os.geteuid() == 0 else None
     drop = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"] if user else []
-    probe = subprocess.run([*drop, "bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-                            "--", "/usr/bin/true"], capture_output=True, text=True)
+    probe = subprocess.run([*drop, "bwrap", "--unshare-all", *_system(), "--", "/usr/bin/true"],
+                           capture_output=True, text=True)
     if probe.returncode != 0:
         return f"bwrap cannot create a sandbox here: {probe.stderr.strip()[:300]}"
     return None

@@ -49,7 +49,7 @@ def main():
     if not args.recipe_only:
         start = time.perf_counter()
         splits = data.load_cifar10()
-        train_set, val_set = data.train_val_split(splits.train)
+        train_set, val_set = data.course_split(splits.train)
         size = pipeline.default_resolution(device)
         if args.weights == "random":
             model, normalize, warmup, what = models.build_resnet18(10), "cifar", 0, "random init"
@@ -65,7 +65,7 @@ def main():
         rows.append((f"lesson pipeline ({what}; {args.epochs} epochs at {size} px, "
                       f"peak {args.lr:g}, body factor {args.body_factor:g})",
                      f"test accuracy {100 * ev.accuracy:.2f}% in {minutes:.1f} min"))
-        rows.append(("best validation accuracy", f"{100 * max(history['val_acc']):.2f}% (epoch {history.best_epoch})"))
+        rows.append(("validation", history.status()))
         rows.append(("lesson vs the recipe's projected 10 epochs", f"{recipe_hours * 60 / minutes:.0f}x sooner (target >= 30x)"))
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

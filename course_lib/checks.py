@@ -950,23 +950,41 @@ GRADED = {
 # ------------------------------------------------------------------------------------ lesson 3
 def check_pick_resolution(pick_resolution) -> None:
     """pick_resolution(costs, budget_seconds, epochs) -> the largest size whose epochs fit, or None."""
-    from .pipeline import largest_size_within
+    ordered = [{"size": 32, "epoch_seconds": 40.0}, {"size": 64, "epoch_seconds": 150.0},
+               {"size": 128, "epoch_seconds": 600.0}, {"size": 224, "epoch_seconds": 1900.0}]
+    shuffled = [ordered[2], ordered[0], ordered[3], ordered[1]]
+    cases = [(ordered, 900, 10, 32), (ordered, 3000, 5, 128), (ordered, 20_000, 10, 224), (ordered, 100, 5, None),
+             (shuffled, 3000, 5, 128), (shuffled, 900, 5, 64)]
 
-    costs = [{"size": 32, "epoch_seconds": 40.0}, {"size": 64, "epoch_seconds": 150.0},
-             {"size": 128, "epoch_seconds": 600.0}, {"size": 224, "epoch_seconds": 1900.0}]
-    cases = [(900, 10), (900, 5), (3000, 5), (20_000, 10), (100, 5)]
-    for budget, epochs in cases:
-        got = _call(pick_resolution, costs, budget, epochs, what="pick_resolution")
-        want = largest_size_within(costs, budget, epochs)
-        if got != want:
-            hint = ("when even the smallest size does not fit, return None" if want is None else
-                    "multiply the time of one epoch by the number of epochs, then keep the largest size that fits")
-            raise AssertionError(f"with a budget of {budget} s and {epochs} epochs you chose {got!r}. Hint: {hint}.")
+    def sizes(costs, fits):
+        return [r["size"] for r in costs if fits(r)]
+
+    for costs, budget, epochs, want in cases:
+        got = _call(pick_resolution, [dict(r) for r in costs], budget, epochs, what="pick_resolution")
+        if (got is None and want is None) or (want is not None and not isinstance(got, bool) and got == want):
+            continue
+        case = f"with costs of {[r['size'] for r in costs]} px, a budget of {budget} s and {epochs} epochs you chose {got!r}"
+        fitting = sizes(costs, lambda r: r["epoch_seconds"] * epochs <= budget)
+        if isinstance(got, dict):
+            hint = "return the size (a number), not the whole row"
+        elif want is None:
+            hint = "when even the smallest size does not fit, return None"
+        elif got == fitting[-1]:  # only differs from the largest when the rows are out of order
+            hint = "the rows are not necessarily sorted by size: the last row that fits need not be the largest size"
+        elif got == max(sizes(costs, lambda r: r["epoch_seconds"] * epochs < budget), default=None):
+            hint = "a plan that takes exactly the budget still fits in it"
+        elif got == max(sizes(costs, lambda r: r["epoch_seconds"] <= budget), default=None):
+            hint = "the budget has to hold every epoch, not just one"
+        elif got == min(fitting):
+            hint = "of the sizes that fit, keep the largest"
+        else:
+            hint = "multiply the time of one epoch by the number of epochs, then keep the largest size that fits"
+        raise AssertionError(f"{case}. Hint: {hint}.")
     _passed("pick_resolution", len(cases))
 
 
 def check_replace_head(replace_head) -> None:
-    """replace_head(model, num_classes) -> the same model with a fresh num_classes-way linear head."""
+    """replace_head(network, num_classes) -> the same network with a fresh num_classes-way linear head."""
     from . import models
 
     for k in (3, 10):
@@ -975,35 +993,224 @@ def check_replace_head(replace_head) -> None:
         old_head = model.fc
         out = _call(replace_head, model, k, what="replace_head")
         if not isinstance(out, torch.nn.Module):
-            raise AssertionError("replace_head should return the model.")
+            raise AssertionError(f"replace_head(model, {k}) should return the model, got {type(out).__name__}.")
         head = getattr(out, "fc", None)
         if head is old_head or not isinstance(head, torch.nn.Linear):
-            raise AssertionError("the model's fc should be a new torch.nn.Linear.")
+            raise AssertionError(f"replace_head(model, {k}): the model's fc should be a new torch.nn.Linear.")
         if head.in_features != 512 or head.out_features != k:
-            raise AssertionError(f"the new head maps {head.in_features} -> {head.out_features}; ResNet18's pooled "
-                                 f"features have 512 values and there are {k} classes. Hint: read model.fc.in_features.")
-        if out.layer4[1].conv2.weight is not body:
-            raise AssertionError("the body was replaced too: keep the pretrained layers, change only the head.")
+            raise AssertionError(f"replace_head(model, {k}): the new head maps {head.in_features} -> {head.out_features}; "
+                                 f"ResNet18's pooled features have 512 values and there are {k} classes. "
+                                 "Hint: read the old head's in_features.")
+        if head.bias is None:
+            raise AssertionError(f"replace_head(model, {k}): the new head has no bias; the old one had one.")
+        if getattr(out, "layer4", None) is None or out.layer4[1].conv2.weight is not body:
+            raise AssertionError(f"replace_head(model, {k}): the body was replaced too: keep the pretrained layers, "
+                                 "change only the head.")
         if out(torch.zeros(2, 3, 32, 32)).shape != (2, k):
-            raise AssertionError(f"the model's output should have {k} columns.")
+            raise AssertionError(f"replace_head(model, {k}): the model's output should have {k} columns.")
     _passed("replace_head", 2)
 
 
-def check_confusion_reading(answer, confusion: torch.Tensor, classes: list[str]) -> None:
-    """answer = (true class, predicted class) of the most frequent mistake in `confusion`."""
-    if not (isinstance(answer, (tuple, list)) and len(answer) == 2 and all(isinstance(a, str) for a in answer)):
-        raise AssertionError("answer with a pair of class names: (true class, predicted class)")
-    unknown = [a for a in answer if a not in classes]
-    if unknown:
-        raise AssertionError(f"{unknown} are not class names; the classes are {classes}")
-    off = confusion.clone()
-    off.fill_diagonal_(0)
-    t, p = classes.index(answer[0]), classes.index(answer[1])
-    if off[t, p] == off.max():
-        _passed("reading the confusion matrix", 1)
-        return
-    if off[p, t] == off.max():
-        raise AssertionError("that pair is the most confused one, but the other way round. Hint: rows are the true "
-                             "class, columns the prediction.")
-    raise AssertionError(f"{answer[0]} predicted as {answer[1]} happened {int(off[t, p])} times; another pair "
-                         "happened more often. Hint: look for the largest number off the diagonal.")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def check_normalize(normalize) -> None:
+    """normalize(images, mean, std) -> (images - mean) / std per channel, as a new tensor."""
+    gen = torch.Generator().manual_seed(0)
+    cases = [(torch.rand(2, 3, 3, 3, generator=gen), [0.2, 0.5, 0.7], [0.1, 0.3, 0.6]),  # W == 3 on purpose
+             (torch.rand(4, 3, 5, 7, generator=gen), (0.6, 0.3, 0.45), (0.25, 0.5, 0.2))]
+    for images, mean, std in cases:
+        given = images.clone()
+        out = _call(normalize, images, mean, std, what="normalize")
+        case = f"normalize(images of shape {tuple(given.shape)}, mean={list(mean)}, std={list(std)})"
+        if not torch.equal(images, given):
+            raise AssertionError(f"{case} changed the images it was given. Hint: the caller still needs its batch: "
+                                 "compute a new tensor instead of modifying this one in place.")
+        if not isinstance(out, torch.Tensor) or out.shape != given.shape:
+            what = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise AssertionError(f"{case} returned {what}; it should return a tensor of the images' shape.")
+        m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        if torch.allclose(out.double(), ((given - m) / s).double(), atol=1e-5):
+            continue
+        near_misses = [
+            ((given - torch.tensor(mean)) / torch.tensor(std),
+             "mean and std hold one value per channel, and the channels are dim 1 of (N, 3, H, W); a tensor of "
+             "shape (3,) lines up with the last dim (the width) instead. Give them a shape that broadcasts over dim 1"),
+            ((given - m) / s ** 2, "that divides by the variance (std squared); divide by the standard deviation"),
+            ((given - m) * s, "that multiplies by std; normalization divides by it"),
+            ((given - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+             "those are ImageNet's constants, not the mean and std passed in: each set of weights declares its own"),
+            ((given / 255 - m) / s, "the images are already in [0, 1]: dividing by 255 again shrinks them to almost 0"),
+            (given / s - m, "subtract the mean first, then divide the difference by std"),
+        ]
+        hint = next((h for value, h in near_misses if torch.allclose(out.double(), value.double(), atol=1e-5)),
+                    "each channel c should become (pixel - mean[c]) / std[c]")
+        raise AssertionError(f"{case} gave wrong values. Hint: {hint}.")
+    _passed("normalize", len(cases))
+
+
+def check_discriminative_groups(discriminative_groups) -> None:
+    """discriminative_groups(model, lr, factor) -> groups: head at lr, each earlier stage `factor` times slower."""
+    from . import models
+
+    cases = [(models.build_resnet18(10), 0.01, 0.5, "no stage frozen"),
+             (models.freeze(models.build_resnet18(10), "layer1"), 0.1, 0.3, "stem and layer1 frozen")]
+    for model, lr, factor, frozen in cases:
+        groups = _call(discriminative_groups, model, lr, factor, what="discriminative_groups")
+        case = f"discriminative_groups(model with {frozen}, lr={lr:g}, factor={factor:g})"
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "params" in g for g in groups):
+            raise AssertionError(f"{case} should return a list of dicts, each with 'params' and 'lr'.")
+        if not all(isinstance(g.get("lr"), (int, float)) and not isinstance(g.get("lr"), bool) for g in groups):
+            raise AssertionError(f"{case}: every group needs its own 'lr' (a number).")
+        rate = {}
+        for g in groups:
+            for p in list(g["params"]):
+                if id(p) in rate:
+                    raise AssertionError(f"{case}: a parameter appears in two groups; each must be in exactly one "
+                                         "(the optimizer would update it twice).")
+                rate[id(p)] = float(g["lr"])
+        stage = {id(p): models.stage_of(name) for name, p in model.named_parameters()}
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        if set(rate) - set(stage):
+            raise AssertionError(f"{case}: the groups hold tensors that are not parameters of the model given.")
+        if set(rate) - trainable:
+            raise AssertionError(f"{case}: the groups include frozen parameters (requires_grad False); leave them out.")
+        missing = sorted({stage[i] for i in trainable - set(rate)}, key=models.STAGES.index)
+        if missing == ["stem"]:
+            raise AssertionError(f"{case}: the stem (conv1 and bn1) is in no group; it is trainable too, one step "
+                                 "before layer1.")
+        if missing:
+            raise AssertionError(f"{case}: trainable parameters of {missing} are in no group.")
+        distance = {i: len(models.STAGES) - 1 - models.STAGES.index(stage[i]) for i in rate}  # head 0 ... stem 5
+
+        def all_at(exponent) -> bool:
+            return all(math.isclose(rate[i], lr * factor ** exponent(distance[i]), rel_tol=1e-6) for i in rate)
+
+        if all_at(lambda d: d):
+            continue
+        if all_at(lambda d: d + 1) or all_at(lambda d: d - 1):
+            hint = "every rate is one factor off: the head trains at lr itself, layer4 at lr * factor, and so on"
+        elif all_at(lambda d: 5 - d):
+            hint = "the rates are reversed: the new head needs the largest rate, the stem's generic features the smallest"
+        elif len({rate[i] for i in rate if distance[i] > 0}) == 1:
+            hint = "the whole body shares one rate: each stage one step further from the head is `factor` times slower"
+        else:
+            wrong = next(i for i in rate if not math.isclose(rate[i], lr * factor ** distance[i], rel_tol=1e-6))
+            hint = (f"{stage[wrong]} trains at {rate[wrong]:.3g}; count how many stages it is from the head, and "
+                    "multiply lr by factor that many times")
+        raise AssertionError(f"{case}: wrong rates. Hint: {hint}.")
+    _passed("discriminative_groups", len(cases))
+
+
+class _OneNumberModel(torch.nn.Module):
+    """A model whose one weight counts the epochs trained (training adds 1 in place), and which counts how
+    often weights were loaded back into it: enough to tell a copy of the best weights from a reference."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.loads = 0
+
+    def load_state_dict(self, *args, **kwargs):
+        self.loads += 1
+        return super().load_state_dict(*args, **kwargs)
+
+
+def check_keep_best(keep_best) -> None:
+    """keep_best(model, train_one_epoch, val_accuracy, epochs) -> (best epoch from 1, its validation accuracy),
+    the model left holding a copy of that epoch's weights; the test set never consulted."""
+    import types
+
+    scripts = [[0.5, 0.7, 0.6, 0.7, 0.4], [0.9, 0.5, 0.6], [0.3, 0.4, 0.8]]
+    namespace = getattr(keep_best, "__globals__", {})
+    absent = object()
+    real_test = namespace.get("evaluate_on_test", absent)
+    test_calls = []
+
+    def decoy_test(*args, **kwargs):
+        test_calls.append(1)
+        return types.SimpleNamespace(accuracy=1.0, loss=0.0)
+
+    namespace["evaluate_on_test"] = decoy_test  # a test evaluation the answer must never call
+    try:
+        for script in scripts:
+            model, trained = _OneNumberModel(), []
+
+            def train_one_epoch(m):
+                trained.append(1)
+                with torch.no_grad():
+                    m.weight.add_(1.0)
+
+            def val_accuracy(m):
+                return ([0.0] + script)[int(round(m.weight.item()))]
+
+            epochs = len(script)
+            result = _call(keep_best, model, train_one_epoch, val_accuracy, epochs, what="keep_best")
+            case = f"with validation accuracies {script} over epochs 1..{epochs}, keep_best returned {result!r}"
+            want = (script.index(max(script)) + 1, max(script))
+            if test_calls:
+                raise AssertionError(f"{case}, after calling evaluate_on_test. Hint: choose with validation only; the "
+                                     "test set is for the final number of the chosen model.")
+            if len(trained) != epochs:
+                raise AssertionError(f"{case}, after training {len(trained)} epoch(s). Hint: train_one_epoch once per epoch.")
+            if not isinstance(result, (tuple, list)) or len(result) != 2:
+                raise AssertionError(f"{case}. Hint: return a pair, (best epoch, its validation accuracy).")
+            epoch, acc = result
+            last_best = epochs - script[::-1].index(max(script))
+            if epoch != want[0]:
+                hint = ("count epochs from 1, as people do" if epoch == want[0] - 1 else
+                        "on a tie keep the first epoch that reached the best accuracy" if epoch == last_best else
+                        "that is the last epoch, not the best" if epoch == epochs else
+                        "the best epoch is the one with the highest validation accuracy")
+                raise AssertionError(f"{case}. Hint: {hint}.")
+            if acc != want[1]:
+                raise AssertionError(f"{case}. Hint: return the best epoch's validation accuracy with it.")
+            held = int(round(model.weight.item()))
+            if held != want[0]:
+                hint = ("weights were loaded back, but they are the last epoch's: state_dict() holds references to the "
+                        "live tensors, which training keeps changing. Keep a copy" if model.loads and held == epochs else
+                        "at the end, load a copy of the best epoch's weights back into the model (a copy: state_dict() "
+                        "holds references to the live tensors, which training keeps changing)")
+                raise AssertionError(f"{case}, but the model then holds epoch {held}'s weights. Hint: {hint}.")
+    finally:
+        if real_test is absent:
+            namespace.pop("evaluate_on_test", None)
+        else:
+            namespace["evaluate_on_test"] = real_test
+    _passed("keep_best", len(scripts))
+
+
+def check_most_common_mistake(most_common_mistake) -> None:
+    """most_common_mistake(confusion, classes) -> (true class name, predicted class name) of the largest
+    off-diagonal count; rows of the confusion matrix are the true class, columns the prediction."""
+    cases = [(torch.tensor([[50, 2, 9], [1, 40, 0], [3, 4, 30]]), ["cat", "dog", "frog"]),
+             (torch.tensor([[30, 0, 1, 0], [2, 25, 0, 7], [0, 3, 28, 1], [4, 0, 0, 33]]), ["ship", "truck", "bird", "deer"])]
+    for confusion, classes in cases:
+        given = confusion.clone()
+        answer = _call(most_common_mistake, confusion, list(classes), what="most_common_mistake")
+        case = f"for the confusion matrix {given.tolist()} with classes {classes}, the answer was {answer!r}"
+        if not torch.equal(confusion, given):
+            raise AssertionError(f"{case}, and the matrix was changed. Hint: the caller still needs its matrix "
+                                 "(e.g. don't fill its diagonal in place); work on a copy.")
+        if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+            raise AssertionError(f"{case}. Hint: return a pair, (true class, predicted class).")
+        if not all(isinstance(a, str) for a in answer):
+            raise AssertionError(f"{case}. Hint: return class names (strings), not indices: look them up in classes.")
+        unknown = [a for a in answer if a not in classes]
+        if unknown:
+            raise AssertionError(f"{case}. Hint: {unknown} are not among the class names given.")
+        n = len(classes)
+        off = given.clone().fill_diagonal_(0)
+        t, p = classes.index(answer[0]), classes.index(answer[1])
+        if t != p and off[t, p] == off.max():
+            continue
+        flat = int(off.argmax())
+        split_wrong = {divmod(flat, k) for k in (n - 1, n + 1)}
+        hint = ("a class predicted as itself is a correct prediction: leave the diagonal out" if t == p else
+                "that pair is the most frequent mistake the other way round: rows are the true class, columns the "
+                "prediction" if off[p, t] == off.max() else
+                "the flat index was split with the wrong row length: each row of an n x n matrix has n entries"
+                if (t, p) in split_wrong else
+                "look for the largest count off the diagonal")
+        raise AssertionError(f"{case}. Hint: {hint}.")
+    _passed("most_common_mistake", len(cases))

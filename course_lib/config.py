@@ -18,6 +18,7 @@ FAST_ENV = "COURSE_FAST"
 DEVICE_ENV = "COURSE_DEVICE"
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 OFFLINE_ENV = "COURSE_OFFLINE"
+THREADS_ENV = "COURSE_THREADS"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +76,17 @@ def checkpoint_path(name: str) -> Path:
     return data_dir() / "checkpoints" / f"{name}{suffix}.pt"
 
 
+def torch_threads() -> int:
+    """CPU threads for torch: COURSE_THREADS if set (e.g. 1, to see what a slower machine would take),
+    else the physical cores."""
+    given = os.environ.get(THREADS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise ValueError(f"{THREADS_ENV}={given!r}: give a whole number of threads, 1 or more")
+        return int(given)
+    return physical_cores()
+
+
 def physical_cores() -> int:
     """Physical cores: hyper-threads slow CPU convolutions down rather than up."""
     cores, phys = set(), None
@@ -105,7 +117,7 @@ def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torc
     seed_everything(seed)
     dev = get_device(device)
     if dev.type == "cpu":
-        torch.set_num_threads(physical_cores())
+        torch.set_num_threads(torch_threads())
     if not quiet:
         print(summary(dev))
     return dev

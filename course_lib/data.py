@@ -187,7 +187,9 @@ def _decode_source(path: Path, size: int, progress: bool) -> Splits:
                 return _read_torchvision_batches(lambda name: open(path / name, "rb"))
             if (path / "cifar-10-batches-py" / "data_batch_1").exists():
                 return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb"))
-            return _decode_image_files(_folder_files(path), size, progress, str(path))
+            total = sum(1 for split in ("train", "test") for p in (path / split).glob("*/*")
+                        if p.suffix.lower() in IMAGE_SUFFIXES)
+            return _decode_image_files(_folder_files(path), size, progress, str(path), total)
         if not tarfile.is_tarfile(path):
             raise DataError(f"{path} is neither a folder nor a readable .tar.gz archive. Re-download or re-copy it.")
         with tarfile.open(path, "r:*") as tar:
@@ -196,7 +198,8 @@ def _decode_source(path: Path, size: int, progress: bool) -> Splits:
             if batches:
                 prefix = batches[0][: -len("data_batch_1")]
                 return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name))
-            return _decode_image_files(_tar_files(tar), size, progress, str(path))
+            total = sum(1 for n in names if _image_member(n))
+            return _decode_image_files(_tar_files(tar), size, progress, str(path), total)
     except DataError:
         raise
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError, zlib.error) as e:
@@ -235,13 +238,16 @@ def _folder_files(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
                 yield split, p.parent.name, p.name, p.read_bytes()
 
 
+def _image_member(name: str) -> bool:
+    """An archive member at .../train|test/<class>/<image file>."""
+    parts = Path(name).parts
+    return len(parts) >= 3 and parts[-3] in ("train", "test") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 def _tar_files(tar: tarfile.TarFile) -> Iterator[tuple[str, str, str, bytes]]:
     for member in tar:
-        parts = Path(member.name).parts
-        if not member.isfile() or len(parts) < 3 or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        split, cls, name = parts[-3:]
-        if split in ("train", "test"):
+        if member.isfile() and _image_member(member.name):
+            split, cls, name = Path(member.name).parts[-3:]
             yield split, cls, name, tar.extractfile(member).read()
 
 
@@ -268,11 +274,12 @@ def decode_image_file(path: str | Path, size: int = 32) -> torch.Tensor:
         raise DataError(f"{path} is not a readable image ({e}).") from e
 
 
-def _decode_image_files(files: Iterator[tuple[str, str, str, bytes]], size: int, progress: bool, where: str) -> Splits:
+def _decode_image_files(files: Iterator[tuple[str, str, str, bytes]], size: int, progress: bool, where: str,
+                        total: int | None = None) -> Splits:
     from tqdm.auto import tqdm
 
     records = {"train": [], "test": []}
-    for split, cls, name, blob in tqdm(files, desc=f"decoding {Path(where).name}", unit=" img",
+    for split, cls, name, blob in tqdm(files, desc=f"decoding {Path(where).name}", unit=" img", total=total,
                                        disable=not progress, mininterval=1.0):
         try:
             pixels = _decode_bytes(blob, size)

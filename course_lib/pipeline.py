@@ -4,15 +4,19 @@ every layer under a one-cycle schedule, discriminative rates optional), mistakes
 """
 from __future__ import annotations
 
+import statistics
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
-from . import config, data, features, models, train
+from . import config, data, features, models, pretrained, train
 
 
 # ------------------------------------------------------------------------------- resolution, cost
 def flops_per_image(model: nn.Module, size: int) -> float:
-    """Forward-pass floating-point operations for one size x size image (counted, not estimated)."""
+    """Forward-pass floating-point operations for one size x size image, counted by torch's FlopCounterMode,
+    which counts a multiply-add as 2 operations (torchvision's "GFLOPS" figures count it as 1)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
@@ -24,8 +28,10 @@ def flops_per_image(model: nn.Module, size: int) -> float:
 
 
 def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device=None,
-                     batch_size: int | None = None) -> list[dict]:
-    """Per resolution: GFLOPs per image (forward), measured training images/s, and the epoch time it implies."""
+                     batch_size: int | None = None, batches: int = 6, timings: int = 3) -> list[dict]:
+    """Per resolution: GFLOPs per image (forward), training images/s (the median of `timings` timings of
+    `batches` steps each, after a warm-up step: one short timing is at the mercy of whatever else the
+    machine does), and the epoch time it implies for n_images."""
     device = torch.device(device) if device is not None else config.get_device()
     rows = []
     for size in sizes:
@@ -33,9 +39,18 @@ def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device
         gflops = flops_per_image(model, size) / 1e9
         bs = batch_size or (256 if device.type == "cuda" else max(8, min(64, 64 * 32 * 32 // (size * size) * 4)))
         batch = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))
-        ips = train.step_throughput(model, [batch] * (3 if device.type == "cpu" else 6), device=device)
+        ips = statistics.median(train.step_throughput(model, [batch] * (batches + 1), device=device)
+                                for _ in range(timings))
         rows.append({"size": size, "gflops": gflops, "images_per_s": ips, "epoch_seconds": n_images / ips})
     return rows
+
+
+def format_costs(costs: list[dict]) -> str:
+    """resolution_costs' rows as a table."""
+    lines = [f"{'size':>5} {'GFLOPs/img':>11} {'train img/s':>12} {'epoch':>10}"]
+    lines += [f"{r['size']:>5} {r['gflops']:>11.3f} {r['images_per_s']:>12.0f} {r['epoch_seconds'] / 60:>6.1f} min"
+              for r in costs]
+    return "\n".join(lines)
 
 
 def default_resolution(device: torch.device) -> int:
@@ -50,6 +65,24 @@ def largest_size_within(costs: list[dict], budget_seconds: float, epochs: int) -
     return max(fitting) if fitting else None
 
 
+# ------------------------------------------------------------------------------------ the weights
+def source_classifier(path: str | Path) -> nn.Module:
+    """The course's source model as it was pretrained, its 5-way head included: build_resnet18 loads a
+    checkpoint's backbone only, which is what transfer wants but not what measuring the source task needs."""
+    model = models.build_resnet18(len(pretrained.SOURCE_CLASSES), weights=path)
+    state, _ = models.read_state_dict(Path(path))
+    model.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    return model
+
+
+def accuracy_with(model: nn.Module, images: data.ImageData, prepare, *, device=None) -> float:
+    """Accuracy of `model` when every batch of [0, 1] pixels goes through `prepare` first (a learner's
+    normalization, or none at all), so what the input preparation is worth can be measured."""
+    device = torch.device(device) if device is not None else config.get_device()
+    batches = data.Batches(images, 500, normalize=None, device=device)
+    return train.evaluate(model, [(prepare(x), y) for x, y in batches], device=device, details=False).accuracy
+
+
 # -------------------------------------------------------------------------------------- the recipe
 def warm_up_head(model: nn.Module, train_data: data.ImageData, val_data: data.ImageData, *, epochs: int,
                  lr: float = 0.05, normalize="cifar", size=None, device=None, progress: bool = True) -> train.History:
@@ -61,32 +94,89 @@ def warm_up_head(model: nn.Module, train_data: data.ImageData, val_data: data.Im
     return history
 
 
+def without_decay_on_norms(model: nn.Module, groups: list[dict], weight_decay: float = 5e-4) -> list[dict]:
+    """`groups` with each one split so that BatchNorm weights and biases get no weight decay (as
+    models.param_groups does), and the rest `weight_decay`: a learner's groups then train like the library's."""
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    no_decay = {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
+    no_decay |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    split = []
+    for group in groups:
+        params = list(group["params"])
+        for wd, part in ((weight_decay, [p for p in params if id(p) not in no_decay]),
+                         (0.0, [p for p in params if id(p) in no_decay])):
+            if part:
+                split.append({**group, "params": part, "weight_decay": wd})
+    return split
+
+
 def fine_tune(model: nn.Module, train_data: data.ImageData, val_data: data.ImageData, *, epochs: int,
-              peak_lr: float, warmup_epochs: int = 2, body_factor: float = 1.0, batch_size: int = 128,
-              label_smoothing: float = 0.0, normalize="cifar", size=None, device=None, checkpoint=None,
-              callback=None, progress: bool = True) -> tuple[train.History | None, train.History]:
-    """The lesson's recipe: head warm-up on cached features (skipped with warmup_epochs=0, e.g. for a
-    random init), then every layer (each stage at `body_factor` times the next one's rate: 1.0 is one
-    rate for all, < 1 discriminative), one-cycle, flip/crop; the best validation epoch's weights are kept."""
+              peak_lr: float, warmup_epochs: int = 2, body_factor: float = 1.0, groups: list[dict] | None = None,
+              batch_size: int = 128, label_smoothing: float = 0.0, normalize="cifar", size=None, device=None,
+              checkpoint=None, callback=None, progress: bool = True) -> tuple[train.History | None, train.History]:
+    """The lesson's recipe: head warm-up on cached features (skipped with warmup_epochs=0: a random init,
+    or a head already warmed up with warm_up_head), then every layer under one-cycle with flip/crop; the
+    best validation epoch's weights are kept. Rates: `groups` (parameter groups with their peak "lr", e.g.
+    a learner's discriminative groups) or else each stage at `body_factor` times the next one's rate
+    (1.0: one rate for all)."""
     device = torch.device(device) if device is not None else config.get_device()
     warm = None
     if warmup_epochs:
         warm = warm_up_head(model, train_data, val_data, epochs=warmup_epochs, normalize=normalize, size=size,
                             device=device, progress=progress)
+    groups = (without_decay_on_norms(model, groups) if groups is not None
+              else models.param_groups(model, peak_lr, body_factor=body_factor))
     batches = dict(normalize=normalize, size=size, device=device)
     history = train.fit(model, data.Batches(train_data, batch_size, shuffle=True, augment=True, drop_last=True, **batches),
-                        data.Batches(val_data, 500, **batches), epochs=epochs, lr=peak_lr,
-                        groups=models.param_groups(model, peak_lr, body_factor=body_factor), schedule="onecycle",
-                        label_smoothing=label_smoothing, device=device, checkpoint=checkpoint, callback=callback,
-                        progress=progress, desc="fine-tuning")
+                        data.Batches(val_data, 500, **batches), epochs=epochs, lr=peak_lr, groups=groups,
+                        schedule="onecycle", label_smoothing=label_smoothing, device=device, checkpoint=checkpoint,
+                        callback=callback, progress=progress, desc="fine-tuning")
     return warm, history
 
 
+def describe_rates(model: nn.Module, groups: list[dict]) -> str:
+    """Each stage's learning rate(s) and trainable parameter count, read from optimizer groups, so a
+    learner sees what their groups will do before training with them."""
+    stage_of = {id(p): models.stage_of(name) for name, p in model.named_parameters()}
+    rates = {stage: set() for stage in models.STAGES}
+    counts = dict.fromkeys(models.STAGES, 0)
+    for group in groups:
+        for p in group["params"]:
+            rates[stage_of[id(p)]].add(group["lr"])
+            counts[stage_of[id(p)]] += p.numel()
+    return "\n".join(f"{stage:>7}: " + (", ".join(f"{r:.3g}" for r in sorted(rates[stage])) or "frozen (no group)")
+                     + (f"  ({counts[stage]:,} parameters)" if counts[stage] else "")
+                     for stage in reversed(models.STAGES))
+
+
 def onecycle_peak(suggestion: float, low: float = 0.02, high: float = 0.1) -> float:
-    """One-cycle's peak from lr_find's steepest-descent rate: one-cycle spends most steps well below its
-    peak (it warms up from peak/25 and anneals towards 0), so the peak sits a few times above the steepest
-    point; 4x, kept within [low, high]."""
+    """One-cycle's peak from lr_find's steepest-descent rate: 4x it, kept within [low, high]. A heuristic,
+    not a derivation: the factor and the bounds are the course's rule of thumb, checked by the benchmark
+    runs (benchmarks/lesson3.py) on CIFAR-10 with the course's weights, not a law for other tasks."""
     return min(max(4 * suggestion, low), high)
+
+
+def onecycle_rates(peak: float, total_steps: int) -> list[float]:
+    """The learning rate of each of `total_steps` optimizer steps under fit's one-cycle schedule, read off
+    the scheduler itself, so claims about the schedule's shape are measured rather than remembered."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
+    scheduler = train.make_scheduler(optimizer, "onecycle", total_steps)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def per_class_report(ev: train.Evaluation, classes: list[str]) -> str:
+    """One line per class: its accuracy."""
+    return "\n".join(f"  {name:<11} {100 * acc:5.1f}%" for name, acc in zip(classes, ev.per_class_accuracy.tolist()))
+
+
+def confusions_report(ev: train.Evaluation, classes: list[str], k: int = 5) -> str:
+    """The k most frequent mistakes, one line each: true -> predicted: count."""
+    return "\n".join(f"  {true} -> {predicted}: {count}" for true, predicted, count in ev.most_confused(classes, k=k))
 
 
 def most_confident_mistakes(ev: train.Evaluation, k: int = 12) -> torch.Tensor:
@@ -97,22 +187,44 @@ def most_confident_mistakes(ev: train.Evaluation, k: int = 12) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ the common mistake
-def leaky_recipe(weights, splits_train: data.ImageData, test: data.ImageData, *, n_train: int, n_test: int,
+def leaky_recipe(weights, train_part: data.ImageData, held_out: data.ImageData, *, n_train: int, n_held_out: int,
                  epochs: int, size=None, seed: int = 0, device=None, progress: bool = True) -> dict:
     """A widely copied recipe in miniature: it fine-tunes on the set it calls "validation", reports accuracy
-    on that same set, and feeds unnormalized pixels. Returns its reported number and the same model's
-    accuracy on held-out test images. (It also loads weights with the deprecated `pretrained=True`; here
-    the weights come through the same loader as everywhere else, since that call needs the internet.)"""
+    on that same set, and feeds unnormalized pixels. Its "validation" images come from `train_part` (the
+    course split's training part) and the honest number from `held_out` (the course's validation part), so
+    the demo never touches the test set. Returns the recipe's reported number and the held-out accuracy.
+    (It also loads weights with the deprecated `pretrained=True`; here the weights come through the same
+    loader as everywhere else, since that call needs the internet.)"""
     config.seed_everything(seed)
     device = torch.device(device) if device is not None else config.get_device()
-    per = max(1, n_train // len(splits_train.classes))
-    its_validation = data.per_class(splits_train, per, seed=seed)
-    held_out = data.per_class(test, max(1, n_test // len(test.classes)), seed=seed)
-    model = models.build_resnet18(len(splits_train.classes), weights=weights)
+    its_validation = data.per_class(train_part, max(1, n_train // len(train_part.classes)), seed=seed)
+    honest_part = data.per_class(held_out, max(1, n_held_out // len(held_out.classes)), seed=seed)
+    model = models.build_resnet18(len(train_part.classes), weights=weights)
     batches = data.Batches(its_validation, 32, shuffle=True, normalize=None, size=size, device=device, seed=seed)
-    train.fit(model, batches, epochs=epochs, lr=1e-3, momentum=0.9, weight_decay=0.0, schedule="constant",
-              device=device, progress=progress, keep_best=False, desc="the leaky recipe")
+    history = train.fit(model, batches, epochs=epochs, lr=1e-3, momentum=0.9, weight_decay=0.0, schedule="constant",
+                        device=device, progress=progress, keep_best=False, desc="the leaky recipe")
+    if history.diverged is not None:
+        return {"status": history.status(), "n_train": len(its_validation), "n_held_out": len(honest_part)}
     reported = train.evaluate(model, data.Batches(its_validation, 500, normalize=None, size=size), device=device)
-    honest = train.evaluate(model, data.Batches(held_out, 500, normalize=None, size=size), device=device)
-    return {"reported_acc": reported.accuracy, "test_acc": honest.accuracy, "n_train": len(its_validation),
-            "n_test": len(held_out)}
+    honest = train.evaluate(model, data.Batches(honest_part, 500, normalize=None, size=size), device=device)
+    return {"status": "trained", "reported_acc": reported.accuracy, "held_out_acc": honest.accuracy,
+            "n_train": len(its_validation), "n_held_out": len(honest_part)}
+
+
+def seed_loop_structure(num_epochs: int = 10, outer_epochs: int = 10) -> dict:
+    """The seed recipe's epoch loops with each pass over the data replaced by a counter: a function that
+    trains for num_epochs epochs, called from an outer loop that counts epochs too (with the same loop
+    variable name) and validates once per round. Returns what happened and what its log says."""
+    passes = {"train": 0, "validation": 0}
+    log = []
+
+    def train_model(num_epochs):
+        for epoch in range(num_epochs):  # the seed's inner loop variable, named like the outer one
+            passes["train"] += 1
+            log.append(f"Epoch {epoch + 1}/{num_epochs}")
+
+    for epoch in range(outer_epochs):
+        train_model(num_epochs)
+        passes["validation"] += 1
+    return {"train_passes": passes["train"], "validation_passes": passes["validation"], "log_lines": len(log),
+            "last_log_line": log[-1], "epoch_after_loops": epoch}

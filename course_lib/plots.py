@@ -132,7 +132,7 @@ def show_neighbours(queries: ImageData, pool: ImageData, idx, sims=None, n_queri
     """Each row: a query image, then its nearest neighbours in feature space, titled with their class."""
     k = idx.shape[1]
     n = min(n_queries, len(queries))
-    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.2), squeeze=False)
+    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.3 + 0.4), squeeze=False, layout="constrained")
     for r in range(n):
         tiles = [(queries.images[r], f"query: {queries.classes[queries.labels[r]]}", "black")]
         for j in range(k):
@@ -144,8 +144,7 @@ def show_neighbours(queries: ImageData, pool: ImageData, idx, sims=None, n_queri
             ax.set_title(name, fontsize=7, color=colour)
             ax.axis("off")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout(pad=0.2)
+        fig.suptitle(title)  # constrained layout keeps titles and labels apart
     return fig
 
 
@@ -198,17 +197,21 @@ def plot_freeze_runs(rows: list[dict], title: str = "freeze explorer"):
 
 
 def plot_confusion(confusion, classes, title: str = "confusion matrix (rows: true, columns: predicted)"):
-    """Counts per (true, predicted) pair, with the numbers written in."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    """Counts per (true, predicted) pair, written in; each cell's colour is its count as a share of its row
+    (of the true class's images), so the colours compare classes of any size. Text is white on dark cells."""
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     c = confusion.float()
-    ax.imshow(c / c.sum(1, keepdim=True).clamp(min=1), cmap="Blues")
+    share = c / c.sum(1, keepdim=True).clamp(min=1)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
+            r, g, b, _ = image.cmap(image.norm(float(share[i, j])))
             ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if i == j else "black")
+                    color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's images")
+    ax.set_title(f"{title}\nnumbers: counts; colour: share of the row", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -218,7 +221,7 @@ def show_mistakes(images: ImageData, indices, ev, title: str = "most confident m
     n = len(indices)
     cols = min(6, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 2.0 + 0.4), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, indices.tolist()):
@@ -226,8 +229,7 @@ def show_mistakes(images: ImageData, indices, ev, title: str = "most confident m
         ax.imshow(images.images[i].permute(1, 2, 0).numpy())
         ax.set_title(f"{images.classes[pred]} {100 * ev.probabilities[i, pred]:.0f}%\n(is {images.classes[true]})",
                      fontsize=7, color="crimson")
-    fig.suptitle(title)
-    fig.tight_layout(pad=0.3)
+    fig.suptitle(title)  # constrained layout keeps each row's labels off the images above
     return fig
 
 
@@ -236,11 +238,12 @@ def plot_history(history, title: str | None = None):
     stopped, so a live plot never leaves the last good epoch looking like the result."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = history["epoch"]
-    ax_loss.plot(epochs, history["train_loss"], "o-", label="train")
+    train_colour, val_colour = "tab:blue", "tab:orange"  # the same in both panels
+    ax_loss.plot(epochs, history["train_loss"], "o-", color=train_colour, label="train")
+    ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", color=train_colour, label="train (augmented)")
     if history.epochs and "val_loss" in history.last:
-        ax_loss.plot(epochs, history["val_loss"], "o-", label="validation")
-        ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "o-", label="validation")
-    ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", label="train (augmented)")
+        ax_loss.plot(epochs, history["val_loss"], "o-", color=val_colour, label="validation")
+        ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "o-", color=val_colour, label="validation")
     if history.diverged is not None:
         for ax in (ax_loss, ax_acc):
             ax.axvline(len(history) + 1, color="crimson", ls="--", label=history.status())
@@ -270,12 +273,32 @@ class LivePlot:
         plt.close(fig)
 
 
-def plot_lr_find(result, title: str = "learning-rate finder"):
-    """Smoothed loss against learning rate (log scale), with the suggestion marked."""
+def plot_lr_find(result, used: float | None = None, title: str = "learning-rate finder"):
+    """Smoothed loss against learning rate (log scale), with the suggestion marked, and the rate actually
+    used (`used`, e.g. a one-cycle peak derived from the suggestion) when given."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(result.lrs, result.losses)
     ax.axvline(result.suggestion, color="crimson", ls="--", label=f"suggestion {result.suggestion:.2g}")
+    if used is not None:
+        ax.axvline(used, color="black", ls=":", label=f"rate used {used:.2g}")
     ax.set_xscale("log"), ax.set_xlabel("learning rate"), ax.set_ylabel("smoothed loss"), ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def show_before_after(before, after, labels: tuple[str, str] = ("original", "augmented"), title: str | None = None):
+    """Two rows of float images (N, 3, H, W) in [0, 1]: column j shows image j in both rows, so a
+    transformation is seen on the same picture."""
+    n = len(before)
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.95, 2.2), squeeze=False)
+    for row, (images, label) in enumerate(zip((before, after), labels)):
+        for j in range(n):
+            ax = axes[row, j]
+            ax.imshow(images[j].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(pad=0.2)
     return fig

@@ -85,7 +85,7 @@ def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, bool]:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     elif device.type == "cpu":
-        torch.set_num_threads(config.physical_cores())
+        torch.set_num_threads(config.torch_threads())
     return model, channels_last
 
 
@@ -468,8 +468,10 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
             yield from train
 
     batches = endless()
+    bar = tqdm(total=steps, desc="lr_find", disable=not progress)
     try:
-        for i in tqdm(range(steps), desc="lr_find", disable=not progress):
+        for i in range(steps):
+            bar.update(1)
             lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))
             for g, r in zip(opt.param_groups, ratios):
                 g["lr"] = lr * r
@@ -495,6 +497,11 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
                 break
     finally:
         model.load_state_dict(saved)
+        if bar.n < steps:  # stopped on purpose once the loss exploded: a finished sweep, not a failure
+            bar.set_postfix_str("stopped: the loss exploded")
+            bar.total = bar.n
+            bar.refresh()
+        bar.close()
     return LRFinder(lrs, losses, suggest_lr(lrs, losses))
 
 

@@ -93,3 +93,13 @@ def test_requirements_admit_the_torch_on_this_disk():
             for l in (ROOT / "requirements.txt").read_text().splitlines() if l.split("#")[0].strip()}
     assert reqs["torch"].specifier.contains("2.14.1")
     assert reqs["torchvision"].specifier.contains("0.29.1")
+
+
+def test_course_threads_sets_torch_threads(monkeypatch):
+    monkeypatch.setenv(config.THREADS_ENV, "1")
+    assert config.torch_threads() == 1
+    monkeypatch.delenv(config.THREADS_ENV)
+    assert config.torch_threads() == config.physical_cores()
+    monkeypatch.setenv(config.THREADS_ENV, "two")
+    with pytest.raises(ValueError, match="whole number"):
+        config.torch_threads()

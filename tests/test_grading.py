@@ -86,7 +86,29 @@ def real_data_env(cifar10, monkeypatch):
 
 @pytest.mark.cifar
 def test_validate_lesson2(real_data_env):
-    assert grading.validate(only=["02_transfer_learning"]) == []
+    report = []
+    assert grading.validate(only=["02_transfer_learning"], report=report) == []
+    assert len(report) == 6 and all(line.endswith("graded as expected: yes") for line in report)
+
+
+@pytest.mark.cifar
+def test_validate_lesson3(real_data_env):
+    report = []
+    assert grading.validate(only=["03_cifar10_resnet18"], report=report) == []
+    assert len(report) == 6 and all(line.endswith("graded as expected: yes") for line in report)
+
+
+def test_the_course_has_at_least_16_exercises_each_with_a_mutant_suite():
+    total = 0
+    for src in sorted(grading.SOURCE_DIR.glob("*.ipynb")):
+        nb = nbformat.read(src, as_version=4)
+        answers = [grading.grade_id(c) for c in nb.cells if grading.is_answer(c)]
+        total += len(answers)
+        cases = grading.load_cases(src)
+        assert set(cases) == set(answers), src.name
+        for gid in answers:
+            assert len(cases[gid]["wrong"]) >= grading.MIN_WRONG and len(cases[gid]["right"]) >= grading.MIN_RIGHT
+    assert total >= 16
 
 
 @pytest.mark.cifar

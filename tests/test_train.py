@@ -295,3 +295,14 @@ def test_step_throughput_times_real_steps_after_a_warm_up_batch():
     assert torch.equal(frozen, model.layer4[0].conv1.weight) and not torch.equal(head, model.fc.weight)
     with pytest.raises(ValueError, match="at least two batches"):
         train.step_throughput(model, [batch], device="cpu")
+
+
+def test_history_plot_gives_train_and_validation_one_colour_each():
+    from course_lib import plots
+
+    h = train.History([{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.1 * e, "val_acc": 0.09 * e}
+                       for e in (1, 2)])
+    fig = plots.plot_history(h)
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
+    assert colours[0]["train"] == colours[1]["train (augmented)"]
+    assert colours[0]["validation"] == colours[1]["validation"] != colours[0]["train"]

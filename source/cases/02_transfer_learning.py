@@ -213,6 +213,7 @@ CASES = {
             "the whole row": (
                 "def choose_depth(rows):\n    ok = [r for r in rows if r['val_acc'] is not None]\n"
                 "    return max(ok, key=lambda r: r['val_acc'])\n"),
+            "a literal read off a normal-mode run": "def choose_depth(rows):\n    return 4\n",
             "the cheapest run": (
                 "def choose_depth(rows):\n    ok = [r for r in rows if r['val_acc'] is not None]\n"
                 "    return min(ok, key=lambda r: r['trainable_params'])['depth']\n"),

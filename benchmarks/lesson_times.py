@@ -1,0 +1,103 @@
+"""Times every lesson end to end in normal mode, as a learner meets it: a fresh kernel, top to bottom, with
+the exercises solved (the sources), after a separately timed one-off pretraining of the course's source
+model. Writes benchmarks/results/lesson_times.md, which the README quotes verbatim.
+
+    python benchmarks/lesson_times.py [--lessons 01_gradient_descent ...] [--threads N] [--keep DIR]
+
+--threads N limits torch to N threads (e.g. 1 to see a machine of about half this one's throughput).
+Executed notebooks hold CIFAR-10 images, so they are kept only where --keep says, never in the repository.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULT_MARKERS = ("TEST accuracy", "test accuracy:", "the recipe reports", "chosen on validation")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def execute(path: Path, env: dict, keep: Path | None) -> tuple[float, list[str], str | None]:
+    """(seconds, result lines, first error) of one fresh-kernel run of the notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    os.environ.update(env)
+    client = NotebookClient(nb, timeout=3600, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    lines, error = [], None
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                lines += [l.strip() for l in out["text"].splitlines() if any(m in l for m in RESULT_MARKERS)]
+            elif out.get("output_type") == "error" and error is None:
+                error = f"{out['ename']}: {out['evalue'][:200]}"
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, keep / path.name)
+    return seconds, lines, error
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lessons", nargs="*", default=None, help="lesson file stems (default: all in source/)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the course's choice)")
+    parser.add_argument("--keep", type=Path, default=None, help="folder for the executed notebooks")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lesson_times.md")
+    args = parser.parse_args()
+    import torch
+
+    lessons = [p for p in sorted((ROOT / "source").glob("*.ipynb"))
+               if args.lessons is None or p.stem in args.lessons]
+    with tempfile.TemporaryDirectory(prefix="lesson-times-") as data_dir:
+        env = {"COURSE_DATA_DIR": data_dir, "MPLBACKEND": "Agg", "COURSE_FAST": "0"}
+        if args.threads:
+            env["COURSE_THREADS"] = str(args.threads)
+        os.environ.update(env)
+        from course_lib import config, data, pretrained
+
+        data.load_cifar10(progress=False)  # decoding the data once is not part of any lesson's time
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],
+                       check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        pretraining = time.perf_counter() - start
+        rows = [("one-off: pretraining the course's source model", pretraining, [], None)]
+        for path in lessons:
+            rows.append((path.stem, *execute(path, env, args.keep)))
+    threads = config.torch_threads()
+    lines = [f"Measured by `python benchmarks/lesson_times.py{' --threads ' + str(args.threads) if args.threads else ''}` "
+             f"on {time.strftime('%Y-%m-%d')}: {cpu_model()}, {threads} torch thread(s), torch {torch.__version__}, "
+             f"device {config.get_device().type}, normal mode.", "",
+             "| lesson | wall time | results printed by the run |", "| --- | --- | --- |"]
+    for name, seconds, results, error in rows:
+        said = "; ".join(results) if not error else f"ERROR {error}"
+        lines.append(f"| {name} | {seconds / 60:.1f} min | {said.replace('|', '/')} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 1 if any(error for *_, error in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

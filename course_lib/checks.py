@@ -948,24 +948,65 @@ GRADED = {
 
 
 # ------------------------------------------------------------------------------------ lesson 3
-def check_pick_resolution(pick_resolution) -> None:
+def _pick_resolution_cases(seed: int) -> list[tuple[list[dict], float, int, int | None]]:
+    """(costs, budget, epochs, the right size) per case."""
+    if seed == 0:
+        ordered = [{"size": 32, "epoch_seconds": 40.0}, {"size": 64, "epoch_seconds": 150.0},
+                   {"size": 128, "epoch_seconds": 600.0}, {"size": 224, "epoch_seconds": 1900.0}]
+        shuffled = [ordered[2], ordered[0], ordered[3], ordered[1]]
+        return [(ordered, 900, 10, 32), (ordered, 3000, 5, 128), (ordered, 20_000, 10, 224), (ordered, 100, 5, None),
+                (shuffled, 3000, 5, 128), (shuffled, 900, 5, 64)]
+    rng = np.random.default_rng(seed)
+    sizes = sorted(int(s) for s in rng.choice([32, 48, 64, 96, 128, 160, 192, 224], 4, replace=False))
+    seconds = np.cumsum(rng.integers(3, 40, 4)).astype(float)
+    costs = [{"size": s, "epoch_seconds": float(t)} for s, t in zip(sizes, seconds)]
+    costs = [costs[i] for i in rng.permutation(4)]
+    epochs = int(rng.integers(3, 12))
+    cases = []
+    for budget in (seconds[1] * epochs, seconds[1] * epochs - 1, seconds[3] * epochs + 7, seconds[0] * epochs - 1):
+        fitting = [s for s, t in zip(sizes, seconds) if t * epochs <= budget]
+        cases.append((costs, float(budget), epochs, max(fitting) if fitting else None))
+    return cases
+
+
+def _plain_number_or_row(value) -> dict:
+    """A size-like answer: a plain number, or a note that it is a whole row; with its repr for messages."""
+    if isinstance(value, dict):
+        return {"row": True, "repr": _repr(value)}
+    if type(value) in (int, float):
+        return {"number": value, "repr": _repr(value)}
+    return {"repr": _repr(value)}
+
+
+def probe_pick_resolution(pick_resolution, seed: int = 0) -> dict:
+    return {"cases": [_outcome(pick_resolution, [dict(r) for r in costs], budget, epochs, convert=_plain_number_or_row)
+                      for costs, budget, epochs, _ in _pick_resolution_cases(seed)]}
+
+
+def judge_pick_resolution(record, seed: int = 0) -> None:
     """pick_resolution(costs, budget_seconds, epochs) -> the largest size whose epochs fit, or None."""
-    ordered = [{"size": 32, "epoch_seconds": 40.0}, {"size": 64, "epoch_seconds": 150.0},
-               {"size": 128, "epoch_seconds": 600.0}, {"size": 224, "epoch_seconds": 1900.0}]
-    shuffled = [ordered[2], ordered[0], ordered[3], ordered[1]]
-    cases = [(ordered, 900, 10, 32), (ordered, 3000, 5, 128), (ordered, 20_000, 10, 224), (ordered, 100, 5, None),
-             (shuffled, 3000, 5, 128), (shuffled, 900, 5, 64)]
+    cases = _pick_resolution_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
 
     def sizes(costs, fits):
         return [r["size"] for r in costs if fits(r)]
 
-    for costs, budget, epochs, want in cases:
-        got = _call(pick_resolution, [dict(r) for r in costs], budget, epochs, what="pick_resolution")
-        if (got is None and want is None) or (want is not None and not isinstance(got, bool) and got == want):
+    for (costs, budget, epochs, want), result in zip(cases, got_all):
+        answer = {"number": None, "repr": "None"} if isinstance(result, dict) and result.get("none") is True else \
+            _value(result, "pick_resolution")
+        got = answer.get("number") if isinstance(answer, dict) else None
+        if type(got) not in (int, float, type(None)):
+            raise MalformedRecord("the check's record holds a size that is no number")
+        shown = _field(answer, "repr", str)
+        if "number" not in answer and answer.get("row") is not True:
+            got = shown  # neither a number nor None: compares unequal to every size
+        if (got is None and want is None) or (want is not None and got == want):
             continue
-        case = f"with costs of {[r['size'] for r in costs]} px, a budget of {budget} s and {epochs} epochs you chose {got!r}"
+        case = f"with costs of {[r['size'] for r in costs]} px, a budget of {budget:g} s and {epochs} epochs you chose {shown}"
         fitting = sizes(costs, lambda r: r["epoch_seconds"] * epochs <= budget)
-        if isinstance(got, dict):
+        if answer.get("row") is True:
             hint = "return the size (a number), not the whole row"
         elif want is None:
             hint = "when even the smallest size does not fit, return None"
@@ -983,54 +1024,137 @@ def check_pick_resolution(pick_resolution) -> None:
     _passed("pick_resolution", len(cases))
 
 
-def check_replace_head(replace_head) -> None:
-    """replace_head(network, num_classes) -> the same network with a fresh num_classes-way linear head."""
+def check_pick_resolution(pick_resolution, seed: int = 0) -> None:
+    """pick_resolution(costs, budget_seconds, epochs) -> the largest size whose epochs fit, or None."""
+    judge_pick_resolution(as_record(probe_pick_resolution(pick_resolution, seed)), seed)
+
+
+def _replace_head_cases(seed: int) -> list[tuple[int, int]]:
+    """(classes of the model given, classes of the new head) per case."""
+    if seed == 0:
+        return [(5, 3), (5, 10)]
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(2, 12)), int(k)) for k in rng.choice(np.arange(2, 20), 2, replace=False)]
+
+
+def probe_replace_head(replace_head, seed: int = 0) -> dict:
+    """Per case: what came back, its head's kind and sizes, whether the body's weights are the same
+    tensors, and the output's shape."""
     from . import models
 
-    for k in (3, 10):
-        model = models.build_resnet18(5)
-        body = model.layer4[1].conv2.weight
-        old_head = model.fc
-        out = _call(replace_head, model, k, what="replace_head")
-        if not isinstance(out, torch.nn.Module):
-            raise AssertionError(f"replace_head(model, {k}) should return the model, got {type(out).__name__}.")
-        head = getattr(out, "fc", None)
-        if head is old_head or not isinstance(head, torch.nn.Linear):
+    out = []
+    for classes, k in _replace_head_cases(seed):
+        model = models.build_resnet18(classes)
+        body, old_head = model.layer4[1].conv2.weight, model.fc
+        record = _outcome(replace_head, model, k, convert=lambda m: m)
+        returned = record.pop("value", None)
+        out.append(record)
+        if returned is None:
+            continue
+        record["type"] = type(returned).__name__
+        record["is_module"] = isinstance(returned, torch.nn.Module)
+        if not record["is_module"]:
+            continue
+        head = getattr(returned, "fc", None)
+        record["head_is_new_linear"] = head is not old_head and isinstance(head, torch.nn.Linear)
+        if record["head_is_new_linear"]:
+            record["features"] = [int(head.in_features), int(head.out_features)]
+            record["has_bias"] = head.bias is not None
+        layer4 = getattr(returned, "layer4", None)
+        record["body_kept"] = layer4 is not None and layer4[1].conv2.weight is body
+        try:
+            record["output_shape"] = [int(n) for n in returned(torch.zeros(2, 3, 32, 32)).shape]
+        except Exception as e:
+            record["forward_raised"] = f"{type(e).__name__}: {str(e)[:300]}"
+    return {"cases": out}
+
+
+def judge_replace_head(record, seed: int = 0) -> None:
+    """replace_head(network, num_classes) -> the same network with a fresh num_classes-way linear head."""
+    cases = _replace_head_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    for (_, k), result in zip(cases, got_all):
+        if isinstance(result, dict) and result.get("none") is True:
+            raise AssertionError(f"replace_head(model, {k}) should return the model, got NoneType.")
+        if "type" not in result:
+            _value(result, "replace_head")
+            raise MalformedRecord("the check's record holds no model")
+        if not _field(result, "is_module", bool):
+            raise AssertionError(f"replace_head(model, {k}) should return the model, got {_field(result, 'type', str)}.")
+        if not _field(result, "head_is_new_linear", bool):
             raise AssertionError(f"replace_head(model, {k}): the model's fc should be a new torch.nn.Linear.")
-        if head.in_features != 512 or head.out_features != k:
-            raise AssertionError(f"replace_head(model, {k}): the new head maps {head.in_features} -> {head.out_features}; "
+        features = _field(result, "features", list)
+        if features != [512, k]:
+            raise AssertionError(f"replace_head(model, {k}): the new head maps {features[0]} -> {features[1]}; "
                                  f"ResNet18's pooled features have 512 values and there are {k} classes. "
                                  "Hint: read the old head's in_features.")
-        if head.bias is None:
+        if not _field(result, "has_bias", bool):
             raise AssertionError(f"replace_head(model, {k}): the new head has no bias; the old one had one.")
-        if getattr(out, "layer4", None) is None or out.layer4[1].conv2.weight is not body:
+        if not _field(result, "body_kept", bool):
             raise AssertionError(f"replace_head(model, {k}): the body was replaced too: keep the pretrained layers, "
                                  "change only the head.")
-        if out(torch.zeros(2, 3, 32, 32)).shape != (2, k):
+        if "forward_raised" in result or _field(result, "output_shape", list) != [2, k]:
             raise AssertionError(f"replace_head(model, {k}): the model's output should have {k} columns.")
-    _passed("replace_head", 2)
+    _passed("replace_head", len(cases))
+
+
+def check_replace_head(replace_head, seed: int = 0) -> None:
+    """replace_head(network, num_classes) -> the same network with a fresh num_classes-way linear head."""
+    judge_replace_head(as_record(probe_replace_head(replace_head, seed)), seed)
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def check_normalize(normalize) -> None:
+def _normalize_cases(seed: int) -> list[tuple[torch.Tensor, list[float], list[float]]]:
+    """(images, mean, std) per case; the images come from a generator, so the judge rebuilds them exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    if seed == 0:
+        return [(torch.rand(2, 3, 3, 3, generator=gen), [0.2, 0.5, 0.7], [0.1, 0.3, 0.6]),  # W == 3 on purpose
+                (torch.rand(4, 3, 5, 7, generator=gen), (0.6, 0.3, 0.45), (0.25, 0.5, 0.2))]
+    rng = np.random.default_rng(seed)
+    return [(torch.rand(*shape, generator=gen), [round(float(v), 2) for v in rng.uniform(0.1, 0.9, 3)],
+             tuple(round(float(v), 2) for v in rng.uniform(0.15, 0.6, 3))) for shape in [(3, 3, 2, 3), (1, 3, 4, 6)]]
+
+
+def probe_normalize(normalize, seed: int = 0) -> dict:
+    out = []
+    for images, mean, std in _normalize_cases(seed):
+        record = _outcome(normalize, images, mean, std, convert=lambda v: v)
+        returned = record.pop("value", None)
+        record["images_after"] = _float_list(images)
+        if returned is not None:
+            record["type"] = type(returned).__name__
+            if isinstance(returned, torch.Tensor):
+                record["output"] = _float_list(returned)
+        out.append(record)
+    return {"cases": out}
+
+
+def judge_normalize(record, seed: int = 0) -> None:
     """normalize(images, mean, std) -> (images - mean) / std per channel, as a new tensor."""
-    gen = torch.Generator().manual_seed(0)
-    cases = [(torch.rand(2, 3, 3, 3, generator=gen), [0.2, 0.5, 0.7], [0.1, 0.3, 0.6]),  # W == 3 on purpose
-             (torch.rand(4, 3, 5, 7, generator=gen), (0.6, 0.3, 0.45), (0.25, 0.5, 0.2))]
-    for images, mean, std in cases:
-        given = images.clone()
-        out = _call(normalize, images, mean, std, what="normalize")
+    cases = _normalize_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    for (given, mean, std), result in zip(cases, got_all):
+        if not (isinstance(result, dict) and result.get("none") is True) and "type" not in result:
+            _value(result, "normalize")
         case = f"normalize(images of shape {tuple(given.shape)}, mean={list(mean)}, std={list(std)})"
-        if not torch.equal(images, given):
+        after = _array_of(_field(result, "images_after", dict))
+        if after.shape != tuple(given.shape) or not np.array_equal(after, given.double().numpy()):
             raise AssertionError(f"{case} changed the images it was given. Hint: the caller still needs its batch: "
                                  "compute a new tensor instead of modifying this one in place.")
-        if not isinstance(out, torch.Tensor) or out.shape != given.shape:
-            what = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        output = _array_of(result["output"]) if isinstance(result.get("output"), dict) else None
+        if output is None or output.shape != tuple(given.shape):
+            what = tuple(output.shape) if output is not None else (
+                "NoneType" if result.get("none") is True else _field(result, "type", str))
             raise AssertionError(f"{case} returned {what}; it should return a tensor of the images' shape.")
+        out = torch.from_numpy(output)
         m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-        if torch.allclose(out.double(), ((given - m) / s).double(), atol=1e-5):
+        if torch.allclose(out, ((given - m) / s).double(), atol=1e-5):
             continue
         near_misses = [
             ((given - torch.tensor(mean)) / torch.tensor(std),
@@ -1043,48 +1167,98 @@ def check_normalize(normalize) -> None:
             ((given / 255 - m) / s, "the images are already in [0, 1]: dividing by 255 again shrinks them to almost 0"),
             (given / s - m, "subtract the mean first, then divide the difference by std"),
         ]
-        hint = next((h for value, h in near_misses if torch.allclose(out.double(), value.double(), atol=1e-5)),
+        hint = next((h for value, h in near_misses if value.shape == out.shape and torch.allclose(out, value.double(), atol=1e-5)),
                     "each channel c should become (pixel - mean[c]) / std[c]")
         raise AssertionError(f"{case} gave wrong values. Hint: {hint}.")
     _passed("normalize", len(cases))
 
 
-def check_discriminative_groups(discriminative_groups) -> None:
+def check_normalize(normalize, seed: int = 0) -> None:
+    """normalize(images, mean, std) -> (images - mean) / std per channel, as a new tensor."""
+    judge_normalize(as_record(probe_normalize(normalize, seed)), seed)
+
+
+def _discriminative_cases(seed: int) -> list[tuple[int, int | str, float, float, str]]:
+    """(classes, frozen depth, lr, factor, what is frozen) per case."""
+    if seed == 0:
+        return [(10, 0, 0.01, 0.5, "no stage frozen"), (10, "layer1", 0.1, 0.3, "stem and layer1 frozen")]
+    rng = np.random.default_rng(seed)
+    return [(4, 0, round(float(rng.uniform(0.01, 0.3)), 3), round(float(rng.uniform(0.3, 0.8)), 2), "no stage frozen"),
+            (4, "stem", round(float(rng.uniform(0.01, 0.3)), 3), round(float(rng.uniform(0.3, 0.8)), 2), "the stem frozen")]
+
+
+def _groups_record(groups, model) -> dict:
+    """Optimizer groups as plain data: each group's parameters by name (None: not the model's) and its lr."""
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        return {"not_groups": True}
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain = []
+    for g in groups:
+        rate = g.get("lr")
+        plain.append({"params": [names.get(id(p)) for p in list(g["params"])],
+                      "lr": rate if type(rate) in (int, float) else None})
+    return {"groups": plain}
+
+
+def probe_discriminative_groups(discriminative_groups, seed: int = 0) -> dict:
+    from . import models
+
+    out = []
+    for classes, frozen, lr, factor, _ in _discriminative_cases(seed):
+        model = models.freeze(models.build_resnet18(classes), frozen)
+        record = _outcome(discriminative_groups, model, lr, factor, convert=lambda g: g)
+        if "value" in record:
+            try:
+                record = _groups_record(record["value"], model)
+            except Exception:
+                record = {"not_groups": True}
+        out.append(record)
+    return {"cases": out}
+
+
+def judge_discriminative_groups(record, seed: int = 0) -> None:
     """discriminative_groups(model, lr, factor) -> groups: head at lr, each earlier stage `factor` times slower."""
     from . import models
 
-    cases = [(models.build_resnet18(10), 0.01, 0.5, "no stage frozen"),
-             (models.freeze(models.build_resnet18(10), "layer1"), 0.1, 0.3, "stem and layer1 frozen")]
-    for model, lr, factor, frozen in cases:
-        groups = _call(discriminative_groups, model, lr, factor, what="discriminative_groups")
-        case = f"discriminative_groups(model with {frozen}, lr={lr:g}, factor={factor:g})"
-        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "params" in g for g in groups):
+    cases = _discriminative_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    for (classes, frozen, lr, factor, frozen_text), result in zip(cases, got_all):
+        case = f"discriminative_groups(model with {frozen_text}, lr={lr:g}, factor={factor:g})"
+        if isinstance(result, dict) and ("raised" in result or "not_done" in result):
+            _value(result, "discriminative_groups")
+        if not isinstance(result, dict) or "groups" not in result:
             raise AssertionError(f"{case} should return a list of dicts, each with 'params' and 'lr'.")
-        if not all(isinstance(g.get("lr"), (int, float)) and not isinstance(g.get("lr"), bool) for g in groups):
+        groups = _field(result, "groups", list)
+        if not all(isinstance(g, dict) and type(g.get("lr")) in (int, float) for g in groups):
             raise AssertionError(f"{case}: every group needs its own 'lr' (a number).")
         rate = {}
         for g in groups:
-            for p in list(g["params"]):
-                if id(p) in rate:
+            for name in _field(g, "params", list):
+                if name is not None and type(name) is not str:
+                    raise MalformedRecord("the check's record names a parameter with something else than a string")
+                if name is not None and name in rate:
                     raise AssertionError(f"{case}: a parameter appears in two groups; each must be in exactly one "
                                          "(the optimizer would update it twice).")
-                rate[id(p)] = float(g["lr"])
-        stage = {id(p): models.stage_of(name) for name, p in model.named_parameters()}
-        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+                rate[name] = float(g["lr"])
+        model = models.freeze(models.build_resnet18(classes), frozen)
+        stage = {name: models.stage_of(name) for name, _ in model.named_parameters()}
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         if set(rate) - set(stage):
             raise AssertionError(f"{case}: the groups hold tensors that are not parameters of the model given.")
         if set(rate) - trainable:
             raise AssertionError(f"{case}: the groups include frozen parameters (requires_grad False); leave them out.")
-        missing = sorted({stage[i] for i in trainable - set(rate)}, key=models.STAGES.index)
+        missing = sorted({stage[n] for n in trainable - set(rate)}, key=models.STAGES.index)
         if missing == ["stem"]:
             raise AssertionError(f"{case}: the stem (conv1 and bn1) is in no group; it is trainable too, one step "
                                  "before layer1.")
         if missing:
             raise AssertionError(f"{case}: trainable parameters of {missing} are in no group.")
-        distance = {i: len(models.STAGES) - 1 - models.STAGES.index(stage[i]) for i in rate}  # head 0 ... stem 5
+        distance = {n: len(models.STAGES) - 1 - models.STAGES.index(stage[n]) for n in rate}  # head 0 ... stem 5
 
         def all_at(exponent) -> bool:
-            return all(math.isclose(rate[i], lr * factor ** exponent(distance[i]), rel_tol=1e-6) for i in rate)
+            return all(math.isclose(rate[n], lr * factor ** exponent(distance[n]), rel_tol=1e-6) for n in rate)
 
         if all_at(lambda d: d):
             continue
@@ -1092,14 +1266,19 @@ def check_discriminative_groups(discriminative_groups) -> None:
             hint = "every rate is one factor off: the head trains at lr itself, layer4 at lr * factor, and so on"
         elif all_at(lambda d: 5 - d):
             hint = "the rates are reversed: the new head needs the largest rate, the stem's generic features the smallest"
-        elif len({rate[i] for i in rate if distance[i] > 0}) == 1:
+        elif len({rate[n] for n in rate if distance[n] > 0}) == 1:
             hint = "the whole body shares one rate: each stage one step further from the head is `factor` times slower"
         else:
-            wrong = next(i for i in rate if not math.isclose(rate[i], lr * factor ** distance[i], rel_tol=1e-6))
+            wrong = next(n for n in rate if not math.isclose(rate[n], lr * factor ** distance[n], rel_tol=1e-6))
             hint = (f"{stage[wrong]} trains at {rate[wrong]:.3g}; count how many stages it is from the head, and "
                     "multiply lr by factor that many times")
         raise AssertionError(f"{case}: wrong rates. Hint: {hint}.")
     _passed("discriminative_groups", len(cases))
+
+
+def check_discriminative_groups(discriminative_groups, seed: int = 0) -> None:
+    """discriminative_groups(model, lr, factor) -> groups: head at lr, each earlier stage `factor` times slower."""
+    judge_discriminative_groups(as_record(probe_discriminative_groups(discriminative_groups, seed)), seed)
 
 
 class _OneNumberModel(torch.nn.Module):
@@ -1116,92 +1295,175 @@ class _OneNumberModel(torch.nn.Module):
         return super().load_state_dict(*args, **kwargs)
 
 
-def check_keep_best(keep_best) -> None:
-    """keep_best(model, train_one_epoch, val_accuracy, epochs) -> (best epoch from 1, its validation accuracy),
-    the model left holding a copy of that epoch's weights; the test set never consulted."""
+def _keep_best_scripts(seed: int) -> list[list[float]]:
+    """Validation accuracies per epoch, one list per case."""
+    if seed == 0:
+        return [[0.5, 0.7, 0.6, 0.7, 0.4], [0.9, 0.5, 0.6], [0.3, 0.4, 0.8]]
+    rng = np.random.default_rng(seed)
+    scripts = [[round(float(a), 2) for a in rng.choice(np.arange(0.1, 0.95, 0.05), n, replace=False)] for n in (4, 6)]
+    tie = [round(float(a), 2) for a in rng.choice(np.arange(0.1, 0.5, 0.05), 5, replace=False)]
+    tie[1] = tie[3] = 0.6  # a tie at the best: the first one counts
+    return scripts + [tie]
+
+
+def probe_keep_best(keep_best, seed: int = 0) -> dict:
+    """Runs keep_best on scripted training, with a decoy evaluate_on_test in its globals that it must not
+    call; records per case the pair returned, the epochs trained, test calls, the weights held, the loads."""
     import types
 
-    scripts = [[0.5, 0.7, 0.6, 0.7, 0.4], [0.9, 0.5, 0.6], [0.3, 0.4, 0.8]]
     namespace = getattr(keep_best, "__globals__", {})
     absent = object()
-    real_test = namespace.get("evaluate_on_test", absent)
+    real_test = namespace.get("evaluate_on_test", absent) if isinstance(namespace, dict) else absent
     test_calls = []
 
     def decoy_test(*args, **kwargs):
         test_calls.append(1)
         return types.SimpleNamespace(accuracy=1.0, loss=0.0)
 
-    namespace["evaluate_on_test"] = decoy_test  # a test evaluation the answer must never call
+    def pair(result):
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise TypeError("not a pair")
+        return [_scalar(v) for v in result]
+
+    out = []
+    if isinstance(namespace, dict):
+        namespace["evaluate_on_test"] = decoy_test  # a test evaluation the answer must never call
     try:
-        for script in scripts:
+        for script in _keep_best_scripts(seed):
             model, trained = _OneNumberModel(), []
+            test_calls.clear()
 
             def train_one_epoch(m):
                 trained.append(1)
                 with torch.no_grad():
                     m.weight.add_(1.0)
 
-            def val_accuracy(m):
+            def val_accuracy(m, script=script):
                 return ([0.0] + script)[int(round(m.weight.item()))]
 
-            epochs = len(script)
-            result = _call(keep_best, model, train_one_epoch, val_accuracy, epochs, what="keep_best")
-            case = f"with validation accuracies {script} over epochs 1..{epochs}, keep_best returned {result!r}"
-            want = (script.index(max(script)) + 1, max(script))
-            if test_calls:
-                raise AssertionError(f"{case}, after calling evaluate_on_test. Hint: choose with validation only; the "
-                                     "test set is for the final number of the chosen model.")
-            if len(trained) != epochs:
-                raise AssertionError(f"{case}, after training {len(trained)} epoch(s). Hint: train_one_epoch once per epoch.")
-            if not isinstance(result, (tuple, list)) or len(result) != 2:
-                raise AssertionError(f"{case}. Hint: return a pair, (best epoch, its validation accuracy).")
-            epoch, acc = result
-            last_best = epochs - script[::-1].index(max(script))
-            if epoch != want[0]:
-                hint = ("count epochs from 1, as people do" if epoch == want[0] - 1 else
-                        "on a tie keep the first epoch that reached the best accuracy" if epoch == last_best else
-                        "that is the last epoch, not the best" if epoch == epochs else
-                        "the best epoch is the one with the highest validation accuracy")
-                raise AssertionError(f"{case}. Hint: {hint}.")
-            if acc != want[1]:
-                raise AssertionError(f"{case}. Hint: return the best epoch's validation accuracy with it.")
-            held = int(round(model.weight.item()))
-            if held != want[0]:
-                hint = ("weights were loaded back, but they are the last epoch's: state_dict() holds references to the "
-                        "live tensors, which training keeps changing. Keep a copy" if model.loads and held == epochs else
-                        "at the end, load a copy of the best epoch's weights back into the model (a copy: state_dict() "
-                        "holds references to the live tensors, which training keeps changing)")
-                raise AssertionError(f"{case}, but the model then holds epoch {held}'s weights. Hint: {hint}.")
+            record = _outcome(keep_best, model, train_one_epoch, val_accuracy, len(script), convert=pair)
+            if "none" in record:
+                record["repr"] = "None"
+            elif "value" in record:
+                record["repr"] = repr(tuple(record["value"]))
+            record.update(test_calls=len(test_calls), trained=len(trained), loads=int(model.loads),
+                          held=int(round(model.weight.detach().as_subclass(torch.Tensor).item())))
+            out.append(record)
     finally:
-        if real_test is absent:
-            namespace.pop("evaluate_on_test", None)
-        else:
-            namespace["evaluate_on_test"] = real_test
+        if isinstance(namespace, dict):
+            if real_test is absent:
+                namespace.pop("evaluate_on_test", None)
+            else:
+                namespace["evaluate_on_test"] = real_test
+    return {"cases": out}
+
+
+def judge_keep_best(record, seed: int = 0) -> None:
+    """keep_best(model, train_one_epoch, val_accuracy, epochs) -> (best epoch from 1, its validation accuracy),
+    the model left holding a copy of that epoch's weights; the test set never consulted."""
+    scripts = _keep_best_scripts(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(scripts):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    for script, result in zip(scripts, got_all):
+        if isinstance(result, dict) and ("raised" in result or "not_done" in result):
+            _value(result, "keep_best")
+        epochs = len(script)
+        case = f"with validation accuracies {script} over epochs 1..{epochs}, keep_best returned {_field(result, 'repr', str)}"
+        want = (script.index(max(script)) + 1, max(script))
+        if _field(result, "test_calls", int):
+            raise AssertionError(f"{case}, after calling evaluate_on_test. Hint: choose with validation only; the "
+                                 "test set is for the final number of the chosen model.")
+        trained = _field(result, "trained", int)
+        if trained != epochs:
+            raise AssertionError(f"{case}, after training {trained} epoch(s). Hint: train_one_epoch once per epoch.")
+        value = result.get("value")
+        if not isinstance(value, list) or len(value) != 2 or not all(type(v) in (int, float) for v in value):
+            raise AssertionError(f"{case}. Hint: return a pair, (best epoch, its validation accuracy).")
+        epoch, acc = value
+        last_best = epochs - script[::-1].index(max(script))
+        if epoch != want[0]:
+            hint = ("count epochs from 1, as people do" if epoch == want[0] - 1 else
+                    "on a tie keep the first epoch that reached the best accuracy" if epoch == last_best else
+                    "that is the last epoch, not the best" if epoch == epochs else
+                    "the best epoch is the one with the highest validation accuracy")
+            raise AssertionError(f"{case}. Hint: {hint}.")
+        if acc != want[1]:
+            raise AssertionError(f"{case}. Hint: return the best epoch's validation accuracy with it.")
+        held = _field(result, "held", int)
+        if held != want[0]:
+            hint = ("weights were loaded back, but they are the last epoch's: state_dict() holds references to the "
+                    "live tensors, which training keeps changing. Keep a copy"
+                    if _field(result, "loads", int) and held == epochs else
+                    "at the end, load a copy of the best epoch's weights back into the model (a copy: state_dict() "
+                    "holds references to the live tensors, which training keeps changing)")
+            raise AssertionError(f"{case}, but the model then holds epoch {held}'s weights. Hint: {hint}.")
     _passed("keep_best", len(scripts))
 
 
-def check_most_common_mistake(most_common_mistake) -> None:
+def check_keep_best(keep_best, seed: int = 0) -> None:
+    """keep_best(model, train_one_epoch, val_accuracy, epochs) -> (best epoch from 1, its validation accuracy),
+    the model left holding a copy of that epoch's weights; the test set never consulted."""
+    judge_keep_best(as_record(probe_keep_best(keep_best, seed)), seed)
+
+
+def _mistake_cases(seed: int) -> list[tuple[torch.Tensor, list[str]]]:
+    """(confusion matrix, class names) per case, each with one largest count off the diagonal."""
+    if seed == 0:
+        return [(torch.tensor([[50, 2, 9], [1, 40, 0], [3, 4, 30]]), ["cat", "dog", "frog"]),
+                (torch.tensor([[30, 0, 1, 0], [2, 25, 0, 7], [0, 3, 28, 1], [4, 0, 0, 33]]), ["ship", "truck", "bird", "deer"])]
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n in (5, 4):
+        counts = rng.integers(0, 6, (n, n))
+        np.fill_diagonal(counts, rng.integers(20, 40, n))
+        t, p = rng.choice(n, 2, replace=False)
+        counts[t, p] = 12
+        cases.append((torch.tensor(counts), [f"class{i}" for i in rng.permutation(n)]))
+    return cases
+
+
+def probe_most_common_mistake(most_common_mistake, seed: int = 0) -> dict:
+    def pair(answer):
+        if isinstance(answer, (tuple, list)) and len(answer) == 2:
+            return {"pair": [a if type(a) is str else None for a in answer], "repr": _repr(answer)}
+        return {"repr": _repr(answer)}
+
+    out = []
+    for confusion, classes in _mistake_cases(seed):
+        confusion = confusion.clone()
+        record = _outcome(most_common_mistake, confusion, list(classes), convert=pair)
+        record["matrix_after"] = _float_list(confusion)
+        out.append(record)
+    return {"cases": out}
+
+
+def judge_most_common_mistake(record, seed: int = 0) -> None:
     """most_common_mistake(confusion, classes) -> (true class name, predicted class name) of the largest
     off-diagonal count; rows of the confusion matrix are the true class, columns the prediction."""
-    cases = [(torch.tensor([[50, 2, 9], [1, 40, 0], [3, 4, 30]]), ["cat", "dog", "frog"]),
-             (torch.tensor([[30, 0, 1, 0], [2, 25, 0, 7], [0, 3, 28, 1], [4, 0, 0, 33]]), ["ship", "truck", "bird", "deer"])]
-    for confusion, classes in cases:
-        given = confusion.clone()
-        answer = _call(most_common_mistake, confusion, list(classes), what="most_common_mistake")
-        case = f"for the confusion matrix {given.tolist()} with classes {classes}, the answer was {answer!r}"
-        if not torch.equal(confusion, given):
+    cases = _mistake_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    for (given, classes), result in zip(cases, got_all):
+        answer = {"repr": "None"} if isinstance(result, dict) and result.get("none") is True else \
+            _value(result, "most_common_mistake")
+        case = f"for the confusion matrix {given.tolist()} with classes {classes}, the answer was {_field(answer, 'repr', str)}"
+        after = _array_of(_field(result, "matrix_after", dict))
+        if after.shape != tuple(given.shape) or not np.array_equal(after, given.double().numpy()):
             raise AssertionError(f"{case}, and the matrix was changed. Hint: the caller still needs its matrix "
                                  "(e.g. don't fill its diagonal in place); work on a copy.")
-        if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        if "pair" not in answer:
             raise AssertionError(f"{case}. Hint: return a pair, (true class, predicted class).")
-        if not all(isinstance(a, str) for a in answer):
+        names = _field(answer, "pair", list)
+        if len(names) != 2 or not all(type(a) is str for a in names):
             raise AssertionError(f"{case}. Hint: return class names (strings), not indices: look them up in classes.")
-        unknown = [a for a in answer if a not in classes]
+        unknown = [a for a in names if a not in classes]
         if unknown:
             raise AssertionError(f"{case}. Hint: {unknown} are not among the class names given.")
         n = len(classes)
         off = given.clone().fill_diagonal_(0)
-        t, p = classes.index(answer[0]), classes.index(answer[1])
+        t, p = classes.index(names[0]), classes.index(names[1])
         if t != p and off[t, p] == off.max():
             continue
         flat = int(off.argmax())
@@ -1214,3 +1476,20 @@ def check_most_common_mistake(most_common_mistake) -> None:
                 "look for the largest count off the diagonal")
         raise AssertionError(f"{case}. Hint: {hint}.")
     _passed("most_common_mistake", len(cases))
+
+
+def check_most_common_mistake(most_common_mistake, seed: int = 0) -> None:
+    """most_common_mistake(confusion, classes) -> (true class name, predicted class name) of the largest
+    off-diagonal count; rows of the confusion matrix are the true class, columns the prediction."""
+    judge_most_common_mistake(as_record(probe_most_common_mistake(most_common_mistake, seed)), seed)
+
+
+GRADED.update({
+    "check_pick_resolution": Graded(probe_pick_resolution, judge_pick_resolution, ("pick_resolution",)),
+    "check_replace_head": Graded(probe_replace_head, judge_replace_head, ("replace_head",)),
+    "check_normalize": Graded(probe_normalize, judge_normalize, ("normalize",)),
+    "check_discriminative_groups": Graded(probe_discriminative_groups, judge_discriminative_groups,
+                                          ("discriminative_groups",)),
+    "check_keep_best": Graded(probe_keep_best, judge_keep_best, ("keep_best",)),
+    "check_most_common_mistake": Graded(probe_most_common_mistake, judge_most_common_mistake, ("most_common_mistake",)),
+})

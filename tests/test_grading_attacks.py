@@ -131,19 +131,21 @@ SUBMISSIONS = {
         "    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/usr', '/dev', sys.prefix, sys.base_prefix)]\n"
         "    for name in files:\n        try:\n"
         "            text = open(os.path.join(root, name), errors='ignore').read(2_000_000)\n"
-        f"        except Exception:\n            continue\n        if '{SOLUTION_MARK}' in text or '{CLASSMATE_MARK}' in text or 'HIDDEN TESTS' in text:\n"
+        "        except Exception:\n            continue\n"
+        f"        if any(m in text for m in ('{SOLUTION_MARK[:8]}' + '{SOLUTION_MARK[8:]}', '{CLASSMATE_MARK[:8]}' + "
+        f"'{CLASSMATE_MARK[8:]}', 'HIDDEN' + ' TESTS')):\n"
         "            found.append(os.path.join(root, name) + ': ' + text[:400])\n"
         "for pid in os.listdir('/proc'):\n    if pid.isdigit():\n        try:\n"
         "            found.append(open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' '))\n"
         "        except Exception:\n            pass\n",
         "def gd_step(theta, grad, lr):\n    raise RuntimeError(' || '.join(found))\n"), RATE_ONLY),
     # harming others
-    "outlives_and_writes": (attack(
+    "outlives_and_writes": (attack(  # stopping its own runner leaves it no record: fail closed
         "import subprocess, os, signal\nGRADES = os.environ.get('GRADES_PATH', '{grades}')\n"
         "subprocess.Popen(['/bin/sh', '-c', f'sleep 2; echo student,0 > {GRADES}; sleep 300 # sandbox-escape-marker'],"
         " start_new_session=True, stdout=1, stderr=2)\n"
         "for target in (os.getppid(), 1, {grader_pid}):\n    try:\n        os.kill(target, signal.SIGSTOP)\n"
-        "    except Exception:\n        pass\n"), RATE_ONLY),
+        "    except Exception:\n        pass\n"), NOTHING),
     "kills_its_grader": (attack("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", RIGHT_STEP), NOTHING),
     "poisons_shared_files": (attack(
         "import os, pathlib, course_lib\n"
@@ -283,13 +285,16 @@ def test_timeouts_interrupt_and_later_checks_keep_their_own_verdicts(batch):
 def test_feedback_names_no_hidden_test_and_escapes_markup(batch):
     assert batch["results"]["only_public"].messages["gd_step_tests"] == grading.HIDDEN_FAILED
     text = feedback(batch, "markdown_injection")
-    assert "<script>" not in text and "| 2 / 2 | passed |" not in text
-    assert text.count("\n## ") == 1 and "\n# <" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| gd_step_tests |"))
+    assert row.replace("\\|", "").count("|") == 4  # the message's own pipes are escaped: still three cells
+    assert "<script>" not in text and "&lt;script&gt;" in row and "\\[x\\]\\(http" in row
+    assert text.count("\n## ") == 1 and text.count("\n# ") == 0
 
 
 def test_advisories_are_for_the_instructor_only(batch):
-    advice = (batch["out"] / "advisories" / "patched_checks.md").read_text()
-    assert "calls setattr()" in advice and "uses __builtins__" in advice
+    advice = batch["results"]["patched_checks"].advisories
+    assert "gd_step: calls setattr()" in advice and "gd_step: uses __builtins__" in advice
+    assert "calls setattr\\(\\)" in (batch["out"] / "advisories" / "patched_checks.md").read_text()
     assert "setattr" not in feedback(batch, "patched_checks")
     assert not (batch["out"] / "advisories" / "honest_style.md").exists()  # locals x, lr, best, size; imports
 

@@ -181,6 +181,8 @@ class Submission:
 
     answers: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    tests: dict[str, str] = field(default_factory=dict)  # graded cells as submitted (never run)
+    plain_code_ids: list = field(default_factory=list)  # ids of code cells without nbgrader metadata
 
 
 def read_submission(path: Path) -> Submission | str:
@@ -219,16 +221,22 @@ def submission_of(notebook) -> Submission | str:
         return "not a readable notebook (no list of cells)"
     if notebook.get("nbformat") != 4:
         return f"not a version-4 notebook (nbformat {notebook.get('nbformat')!r}): save it with JupyterLab"
-    answers, notes = {}, []
+    found = Submission({})
     for number, cell in enumerate(notebook["cells"], 1):
         problem, gid, source = _answer_cell(cell)
         if problem:
-            notes.append(f"cell {number} was ignored: {problem}")
-        elif gid in answers:
-            notes.append(f"two cells claim to be '{gid}'; the first one was graded")
+            found.notes.append(f"cell {number} was ignored: {problem}")
+        elif gid in found.answers:
+            found.notes.append(f"two cells claim to be '{gid}'; the first one was graded")
         elif gid is not None:
-            answers[gid] = source
-    return Submission(answers, notes)
+            found.answers[gid] = source
+        elif cell.get("cell_type") == "code":
+            meta = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
+            if isinstance(meta, dict):
+                found.tests.setdefault(str(meta.get("grade_id")), "".join(cell.get("source", "")))
+            else:
+                found.plain_code_ids.append(cell.get("id"))
+    return found
 
 
 def _answer_cell(cell) -> tuple[str | None, str | None, str | None]:
@@ -476,6 +484,16 @@ def assemble(source_nb, submission: Submission, probes: list[Probe]) -> tuple[nb
     unknown = set(submission.answers) - {grade_id(c) for c in learner.cells if is_answer(c)}
     if unknown:
         notes.append(f"unknown answer cells ignored: {sorted(unknown)}")
+    for cell in (c for c in learner.cells if is_graded(c)):
+        gid = grade_id(cell)
+        if gid not in submission.tests:
+            notes.append(f"cell '{gid}' was deleted; it was restored from the lesson's source")
+        elif submission.tests[gid].strip() != cell.source.strip():
+            notes.append(f"cell '{gid}' was edited; the original was restored")
+    lesson_ids = {c.get("id") for c in learner.cells}
+    added = sum(1 for i in submission.plain_code_ids if i is None or i not in lesson_ids)
+    if added:
+        notes.append(f"{added} code cell(s) you added were not run: grading uses only the answer cells")
     return graded, notes
 
 
@@ -545,9 +563,9 @@ class Lesson:
         return self.path.stem
 
     def wall_seconds(self, timeout: int) -> int:
-        """A whole run's limit: every cell may be slow, one may run into its timeout."""
+        """A whole run's limit: starting the kernel, every cell a little slow, a few running into their timeout."""
         code_cells = sum(c.cell_type == "code" for c in self.notebook.cells) + len(self.probes)
-        return 30 + 3 * timeout + 2 * code_cells
+        return 60 + 3 * timeout + 2 * code_cells
 
 
 def execute(notebook, sandbox: Sandbox, timeout: int, wall_seconds: float) -> tuple[dict, nbformat.NotebookNode | None, list[str]]:
@@ -797,17 +815,16 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
         for cell in graded.cells:
             gid = grade_id(cell)
             if is_answer(cell) and gid in cases:
-                forget = nbformat.v4.new_code_cell(
-                    "".join(f"globals().pop({n!r}, None)\n" for n in sorted(_top_level_names(cell.source))))
+                forget = "".join(f"globals().pop({n!r}, None)\n" for n in sorted(_top_level_names(cell.source)))
                 for kind in ("wrong", "right"):
                     for name, answer in cases[gid].get(kind, {}).items():
                         tag = f"case{len(runs)}"
                         runs.append((gid, kind, name, tag))
-                        cells += [copy.deepcopy(forget), nbformat.v4.new_code_cell(answer)]
+                        cells += [nbformat.v4.new_code_cell(forget), nbformat.v4.new_code_cell(answer)]
                         for probe in (p for p in lesson.probes if p.cell_index == tests_of.get(gid)):
                             tagged = _tagged(probe, tag)
                             cells.append(nbformat.v4.new_code_cell(tagged.cell_source(), metadata={"probe": tagged.key}))
-                cells.append(forget)
+                cells.append(nbformat.v4.new_code_cell(forget))
             cells.append(cell)
         graded.cells = cells
         for gid in tests_of:

@@ -22,7 +22,7 @@ CLASSMATE_MARK = "CLASSMATE-ANSWER-91c2"  # in an honest student's answer: no ot
 RIGHT_STEP = f"def gd_step(theta, grad, lr):\n    '{CLASSMATE_MARK}'\n    return theta - lr * grad\n"
 WRONG_STEP = "def gd_step(theta, grad, lr):\n    return theta + lr * grad\n"
 RIGHT_LR = "my_lr = 0.07\n"
-TIMEOUT = 6
+TIMEOUT = 10
 
 
 def tiny_lesson() -> nbformat.NotebookNode:
@@ -133,7 +133,7 @@ SUBMISSIONS = {
         "            text = open(os.path.join(root, name), errors='ignore').read(2_000_000)\n"
         "        except Exception:\n            continue\n"
         f"        if any(m in text for m in ('{SOLUTION_MARK[:8]}' + '{SOLUTION_MARK[8:]}', '{CLASSMATE_MARK[:8]}' + "
-        f"'{CLASSMATE_MARK[8:]}', 'HIDDEN' + ' TESTS')):\n"
+        f"'{CLASSMATE_MARK[8:]}')):\n"
         "            found.append(os.path.join(root, name) + ': ' + text[:400])\n"
         "for pid in os.listdir('/proc'):\n    if pid.isdigit():\n        try:\n"
         "            found.append(open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' '))\n"
@@ -197,13 +197,14 @@ def batch(tmp_path_factory):
     nbformat.write(malformed, submitted / "malformed_cell" / lesson_file)
     (submitted / "linked_folder").symlink_to(submitted / "honest_classmate")
     checks_before = hashlib.sha256((checkout / "checks.py").read_bytes()).hexdigest()
-    data_before = sorted(p.name for p in config.data_dir().rglob("*"))
+    data_dir = config.data_dir()
+    data_before = sorted(p.name for p in data_dir.rglob("*"))
     start = time.monotonic()
     results = grading.grade_folder(submitted, out, source_dir=root / "source", timeout=TIMEOUT, jobs=2, progress=False)
     seconds = time.monotonic() - start
     time.sleep(3)  # anything left behind would now rewrite grades.csv
     return {"results": {r.student: r for r in results}, "out": out, "seconds": seconds, "root": root,
-            "checks_before": checks_before, "checkout": checkout, "data_before": data_before}
+            "checks_before": checks_before, "checkout": checkout, "data_dir": data_dir, "data_before": data_before}
 
 
 def rows(batch) -> dict:
@@ -229,7 +230,7 @@ def test_the_batch_completes_with_every_student_and_nothing_left_running(batch):
     assert {"'-h" if s == "-h" else s for s in SUBMISSIONS} | {"link_classmate", "link_source", "link_passwd", "fifo",
                                                                 "huge", "malformed_cell"} == graded
     assert "linked_folder" not in graded  # a linked folder is no student
-    assert batch["seconds"] < 300
+    assert batch["seconds"] < 600  # each sandbox is bounded; a stopped one waits out its wall limit
     left = []
     for proc in Path("/proc").iterdir():
         try:
@@ -259,7 +260,7 @@ def test_a_malformed_cell_costs_that_cell_only(batch):
 def test_nothing_secret_or_from_classmates_reaches_a_sandbox_or_feedback(batch):
     reader = feedback(batch, "reads_solutions")
     assert "gd_step raised RuntimeError" in reader  # the search ran and reported what it found...
-    assert SOLUTION_MARK not in reader and CLASSMATE_MARK not in reader and "HIDDEN TESTS" not in reader
+    assert SOLUTION_MARK not in reader and CLASSMATE_MARK not in reader
     assert "graded\\_run" in reader and "pytest" not in reader  # ...only its own sandbox's processes
     for student in SUBMISSIONS:
         if student not in ("honest_classmate", "-h"):
@@ -269,7 +270,7 @@ def test_nothing_secret_or_from_classmates_reaches_a_sandbox_or_feedback(batch):
 
 def test_files_outside_the_sandbox_are_untouched(batch):
     assert hashlib.sha256((batch["checkout"] / "checks.py").read_bytes()).hexdigest() == batch["checks_before"]
-    assert sorted(p.name for p in config.data_dir().rglob("*")) == batch["data_before"]
+    assert sorted(p.name for p in batch["data_dir"].rglob("*")) == batch["data_before"]
     assert batch["results"]["unanswered"].scores == NOTHING  # graded after the poisoner, still nothing
 
 

@@ -62,7 +62,6 @@ def _client_class():
 
 def run(notebook, timeout: int, records_dir: Path, workdir: Path) -> list[str]:
     """Execute every code cell (a timeout interrupts the cell and the run goes on); returns the events."""
-    import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     os.environ[RECORDS_ENV] = str(records_dir)
@@ -72,9 +71,7 @@ def run(notebook, timeout: int, records_dir: Path, workdir: Path) -> list[str]:
                                                "evalue": f"cell ran longer than {timeout} s and was stopped"})
     events = []
     with open(os.devnull, "w") as devnull, client.setup_kernel(stdout=devnull, stderr=devnull):
-        client.timeout = WARM_UP_SECONDS  # a loaded machine imports torch slowly: not the student's time
-        client.execute_cell(nbformat.v4.new_code_cell(WARM_UP), 0)
-        client.timeout = timeout
+        _run_aside(client, WARM_UP, WARM_UP_SECONDS)  # a loaded machine imports torch slowly: not the student's time
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue
@@ -86,17 +83,29 @@ def run(notebook, timeout: int, records_dir: Path, workdir: Path) -> list[str]:
                 break
             if client.timed_out:
                 events.append(f"cell {index} ran longer than {timeout} s and was stopped")
-                saved, client.timeout = client.timeout, RECOVERY_SECONDS
                 client.timed_out = False
                 try:
-                    client.execute_cell(nbformat.v4.new_code_cell("pass"), index)
+                    _run_aside(client, "pass", RECOVERY_SECONDS)
                 except (CellTimeoutError, DeadKernelError):
                     client.timed_out = True
-                client.timeout = saved
                 if client.timed_out:
                     events.append("the kernel did not recover after the timeout; later cells were not run")
                     break
     return events
+
+
+def _run_aside(client, code: str, timeout: int) -> None:
+    """Run `code` in the kernel as a cell of its own, outside the notebook (nbclient stores an executed cell
+    at its index, so it goes at the end and is taken off again)."""
+    import nbformat
+
+    saved, client.timeout = client.timeout, timeout
+    client.nb.cells.append(nbformat.v4.new_code_cell(code))
+    try:
+        client.execute_cell(client.nb.cells[-1], len(client.nb.cells) - 1)
+    finally:
+        client.nb.cells.pop()
+        client.timeout = saved
 
 
 def main(job_dir: str) -> int:

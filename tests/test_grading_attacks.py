@@ -136,7 +136,7 @@ SUBMISSIONS = {
         f"'{CLASSMATE_MARK[8:]}')):\n"
         "            found.append(os.path.join(root, name) + ': ' + text[:400])\n"
         "for pid in os.listdir('/proc'):\n    if pid.isdigit():\n        try:\n"
-        "            found.append(open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' ')[:50])\n"
+        "            found.append(open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' ')[:64])\n"
         "        except Exception:\n            pass\n",
         "def gd_step(theta, grad, lr):\n    raise RuntimeError(' || '.join(found))\n"), RATE_ONLY),
     # harming others
@@ -260,7 +260,7 @@ def test_a_malformed_cell_costs_that_cell_only(batch):
 def test_nothing_secret_or_from_classmates_reaches_a_sandbox_or_feedback(batch):
     reader = batch["results"]["reads_solutions"].messages["gd_step_tests"]
     assert reader.startswith("gd_step raised RuntimeError: bwrap")  # found no file, and saw only its own sandbox's
-    assert "course_lib.graded_run" in reader and "pytest" not in reader  # processes: bwrap, the runner, the kernel
+    assert "course_lib.graded_r" in reader and "pytest" not in reader  # processes: bwrap, the runner, the kernel
     assert SOLUTION_MARK not in feedback(batch, "reads_solutions")
     for student in SUBMISSIONS:
         if student not in ("honest_classmate", "-h"):

@@ -673,7 +673,7 @@ def student_folders(submitted: Path) -> tuple[list[str], list[str]]:
     return students, warnings
 
 
-def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, timeout: int = 120,
+def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, timeout: int = 300,
                  jobs: int | None = None, isolated: bool = True, progress: bool = True) -> list[Result]:
     """Grade submitted/<student>/<lesson>.ipynb for every student and graded lesson, `jobs` sandboxes at
     a time. Each student's results/<student>/<lesson>.json, feedback/<student>.md and the grades.csv row
@@ -932,7 +932,7 @@ def main(argv=None) -> int:
     grd.add_argument("submitted", type=Path)
     grd.add_argument("--out", type=Path, default=Path("grades"))
     grd.add_argument("--source", type=Path, default=SOURCE_DIR)
-    grd.add_argument("--timeout", type=int, default=120, help="seconds per cell (default 120)")
+    grd.add_argument("--timeout", type=int, default=300, help="seconds per cell (default 300)")
     grd.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the CPU cores)")
     grd.add_argument("--no-sandbox", action="store_true",
                      help="grade WITHOUT isolation where bubblewrap cannot run: one trusted learner's own notebooks only")

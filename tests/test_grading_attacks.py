@@ -315,3 +315,14 @@ def test_grading_refuses_without_a_sandbox_and_says_how(tmp_path, monkeypatch):
     assert "bwrap not found" in str(refused.value) and "--no-sandbox" in str(refused.value)
     assert "apt-get install bubblewrap" in str(refused.value)
 
+
+
+def test_no_sandbox_grades_one_trusted_learner_in_a_plain_subprocess(tmp_path):
+    (tmp_path / "source").mkdir()
+    nbformat.write(tiny_lesson(), tmp_path / "source" / "tiny.ipynb")
+    (tmp_path / "submitted" / "me").mkdir(parents=True)
+    nbformat.write(submission(converging_lr="my_lr = 0.5\n"), tmp_path / "submitted" / "me" / "tiny.ipynb")
+    results = grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", source_dir=tmp_path / "source",
+                                   timeout=60, isolated=False, progress=False)
+    assert [r.scores for r in results] == [STEP_ONLY]
+    assert "diverged" in results[0].messages["converging_lr_tests"]

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from course_lib import checks, config, grading, models
+from course_lib import checks, grading, models
 
 SOURCE = grading.SOURCE_DIR / "03_cifar10_resnet18.ipynb"
 CASES_FILE = grading.SOURCE_DIR / "cases" / "03_cifar10_resnet18.py"

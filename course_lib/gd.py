@@ -5,7 +5,7 @@ Everything is plain numpy/torch so that a lesson can draw it and a test can chec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np

@@ -320,3 +320,16 @@ def training_step_variant(variant: str, x: torch.Tensor, y: torch.Tensor, lr: fl
         if not math.isfinite(losses[-1]) or losses[-1] > 1e8:
             break
     return losses
+
+
+def variant_status(losses: list[float], steps: int) -> str:
+    """'diverged at step k' when training_step_variant stopped early (the loss blew up), else the final loss."""
+    if len(losses) < steps or not math.isfinite(losses[-1]):
+        return f"diverged at step {len(losses)}"
+    return f"final loss {losses[-1]:8.4f}"
+
+
+def contraction_factors(f: Quadratic, lr: float) -> tuple[float, float]:
+    """Per-step factors |1 − lr·λmin| and |1 − lr·λmax| of plain GD on a quadratic; the larger one sets the pace."""
+    c = f.curvatures
+    return abs(1 - lr * float(c.min())), abs(1 - lr * float(c.max()))

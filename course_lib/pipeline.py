@@ -29,9 +29,10 @@ def flops_per_image(model: nn.Module, size: int) -> float:
 
 def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device=None,
                      batch_size: int | None = None, batches: int = 6, timings: int = 3) -> list[dict]:
-    """Per resolution: GFLOPs per image (forward), training images/s (the median of `timings` timings of
-    `batches` steps each, after a warm-up step: one short timing is at the mercy of whatever else the
-    machine does), and the epoch time it implies for n_images."""
+    """Per resolution: forward-pass GFLOPs per image (2 per multiply-add), training images/s (the median of
+    `timings` timings of `batches` steps each, after a warm-up step: one short timing is at the mercy of
+    whatever else the machine does) at the batch size in the row's "batch", and the epoch time it implies
+    for n_images."""
     device = torch.device(device) if device is not None else config.get_device()
     rows = []
     for size in sizes:
@@ -41,15 +42,17 @@ def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device
         batch = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))
         ips = statistics.median(train.step_throughput(model, [batch] * (batches + 1), device=device)
                                 for _ in range(timings))
-        rows.append({"size": size, "gflops": gflops, "images_per_s": ips, "epoch_seconds": n_images / ips})
+        rows.append({"size": size, "gflops": gflops, "batch": bs, "images_per_s": ips,
+                     "epoch_seconds": n_images / ips})
     return rows
 
 
 def format_costs(costs: list[dict]) -> str:
-    """resolution_costs' rows as a table."""
-    lines = [f"{'size':>5} {'GFLOPs/img':>11} {'train img/s':>12} {'epoch':>10}"]
-    lines += [f"{r['size']:>5} {r['gflops']:>11.3f} {r['images_per_s']:>12.0f} {r['epoch_seconds'] / 60:>6.1f} min"
-              for r in costs]
+    """resolution_costs' rows as a table: forward-pass GFLOPs per image, the batch size timed, training
+    images/s at that batch size, and the epoch time it implies."""
+    lines = [f"{'size':>5} {'fwd GFLOPs/img':>15} {'batch':>6} {'train img/s':>12} {'epoch':>10}"]
+    lines += [f"{r['size']:>5} {r['gflops']:>15.3f} {r.get('batch', ''):>6} {r['images_per_s']:>12.0f} "
+              f"{r['epoch_seconds'] / 60:>6.1f} min" for r in costs]
     return "\n".join(lines)
 
 
@@ -149,11 +152,29 @@ def describe_rates(model: nn.Module, groups: list[dict]) -> str:
                      for stage in reversed(models.STAGES))
 
 
-def onecycle_peak(suggestion: float, low: float = 0.02, high: float = 0.1) -> float:
-    """One-cycle's peak from lr_find's steepest-descent rate: 4x it, kept within [low, high]. A heuristic,
-    not a derivation: the factor and the bounds are the course's rule of thumb, checked by the benchmark
-    runs (benchmarks/lesson3.py) on CIFAR-10 with the course's weights, not a law for other tasks."""
-    return min(max(4 * suggestion, low), high)
+PEAK_FACTOR, PEAK_LOW, PEAK_HIGH = 4, 0.02, 0.1
+
+
+def onecycle_peak(suggestion: float, low: float = PEAK_LOW, high: float = PEAK_HIGH) -> float:
+    """One-cycle's peak from lr_find's steepest-descent rate: PEAK_FACTOR (4) times it, kept within
+    [low, high]. The course's default, a heuristic, not a derivation and not chosen on validation: the
+    README's comparison behind it was made on test accuracy with an earlier source model and is due to be
+    remeasured on validation, so it is a hint, not a law for this or other tasks."""
+    return min(max(PEAK_FACTOR * suggestion, low), high)
+
+
+def describe_peak(suggestion: float, peak: float, lowest_loss_lr: float,
+                  low: float = PEAK_LOW, high: float = PEAK_HIGH) -> str:
+    """Says what set one-cycle's peak: the sweep (PEAK_FACTOR x its suggestion) or a bound of the clamp, and
+    how the peak compares with the rate of the sweep's lowest loss."""
+    raw = PEAK_FACTOR * suggestion
+    if raw < low:
+        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}, raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
+    elif raw > high:
+        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}, lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
+    else:
+        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {peak:.3g}, within [{low:g}, {high:g}]: the sweep set the peak"
+    return f"{what}\npeak / rate of the lowest loss: {peak:.3g} / {lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}"
 
 
 def onecycle_rates(peak: float, total_steps: int) -> list[float]:

@@ -78,7 +78,7 @@ def plot_runs(f, runs, labels=None, title: str | None = None, axes=None):
     ax_path.set_title("path")
     for run, label in zip(runs, labels):
         ax_loss.semilogy(np.maximum(run.losses, 1e-16), label=_legend(run, label))
-    ax_loss.set_xlabel("step"), ax_loss.set_ylabel("loss (log scale)"), ax_loss.set_title("loss")
+    ax_loss.set_xlabel("step"), ax_loss.set_ylabel("loss (log scale, clipped at 1e-16)"), ax_loss.set_title("loss")
     ax_loss.legend(fontsize=8)
     if title:
         fig.suptitle(title)

@@ -58,7 +58,7 @@ def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | No
     meta = {"source": f"course source model (ResNet18 trained on CIFAR-10 {', '.join(SOURCE_CLASSES)})",
             "normalization": "cifar", "mean": list(mean), "std": list(std), "train_images": len(fit_part),
             "resolution": 32, "classes": list(SOURCE_CLASSES), "epochs": epochs,
-            "val_acc": max(history["val_acc"]), "fast_mode": config.fast_mode()}
+            "val_acc": history.best_val_acc, "fast_mode": config.fast_mode()}
     train.save_checkpoint(path, model, history=history, meta=meta)
     return path
 

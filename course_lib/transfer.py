@@ -102,7 +102,7 @@ STRATEGIES = {
     "linear probe": ("the head only, on cached features of the frozen backbone", 0.05),
     "fine-tune layer4": ("layer4 and the head; stem..layer3 frozen", 0.02),
     "fine-tune all": ("every layer, from the pretrained weights", 0.01),
-    "warm-up, then all": ("the head for the first third of the epochs, then everything", 0.01),
+    "warm-up, then all": ("the head at 10x lr for the first third of the epochs, then everything at lr", 0.01),
     "discriminative rates": ("everything; each earlier stage at 0.4x the next one's rate", 0.02),
 }
 
@@ -132,17 +132,18 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
     val_b = _batches(task, "val", False, seed, device)
     if name == "linear probe":
         history = features.fit_head(model, task.train, task.val, epochs=epochs, lr=lr, batch_size=64,
-                                    normalize=task.normalization, size=task.size, seed=seed, **fit_kw)
+                                    normalize=task.normalization, size=task.size, seed=seed,
+                                    repeats=training_batches(task).repeats, **fit_kw)  # as many steps as the others
         trainable = sum(p.numel() for p in model.fc.parameters())
     elif name == "warm-up, then all":
         warm = max(1, epochs // 3)  # both phases run, however short the budget
         models.freeze(model, "layer4")
-        first = train.fit(model, train_b, val_b, epochs=warm, lr=10 * lr, **fit_kw)
+        first = train.fit(model, train_b, val_b, epochs=warm, lr=10 * lr, **dict(fit_kw, desc=fit_kw["desc"] + " (head)"))
         models.unfreeze(model)
         trainable = models.trainable_parameters(model)
-        history = first if first.diverged else train.fit(model, train_b, val_b, epochs=max(1, epochs - warm), lr=lr, **fit_kw)
-        if not first.diverged:
-            history.epochs = first.epochs + history.epochs
+        # the row reports the phase whose best epoch the returned model holds: the second one
+        history = first if first.diverged else train.fit(model, train_b, val_b, epochs=max(1, epochs - warm), lr=lr,
+                                                         **dict(fit_kw, desc=fit_kw["desc"] + " (all)"))
     else:
         if name == "fine-tune layer4":
             models.freeze(model, "layer3")

@@ -109,6 +109,24 @@ def test_training_step_variants_show_their_failure():
     assert final["no zero_grad"] > 2 * final["correct"]
 
 
+def test_variant_status_reports_a_blowup_as_diverged_not_as_a_number():
+    x, y = gd.make_regression(100, seed=0)
+    late = gd.training_step_variant("step before backward", x, y, lr=0.5, steps=60)
+    assert gd.variant_status(late, 60) == f"diverged at step {len(late)}"
+    correct = gd.training_step_variant("correct", x, y, lr=0.5, steps=60)
+    assert gd.variant_status(correct, 60).startswith("final loss")
+    assert "diverged" in gd.variant_status([1.0, float("nan")], 2)
+
+
+def test_contraction_factors_shallow_below_the_crossover_steep_near_the_bound():
+    f = gd.quadratic_2d(curvatures=(1.0, 10.0))
+    shallow, steep = gd.contraction_factors(f, 0.06)
+    assert shallow == pytest.approx(0.94) and steep == pytest.approx(0.4)
+    shallow, steep = gd.contraction_factors(f, 0.19)  # above 2/(1+10): the steep direction is slower
+    assert steep > shallow
+    assert gd.contraction_factors(f, 2 / 11) == pytest.approx((9 / 11, 9 / 11))
+
+
 def test_step_before_backward_applies_the_previous_iterations_gradient():
     x, y = gd.make_regression(100, seed=0)
     correct = gd.training_step_variant("correct", x, y, lr=0.1, steps=60)

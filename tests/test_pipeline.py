@@ -18,7 +18,8 @@ def test_resolution_costs_and_budget_choice():
     rows = pipeline.resolution_costs((32, 48), n_images=1000, device="cpu", batch_size=8, batches=1, timings=1)
     assert [r["size"] for r in rows] == [32, 48]
     assert all(r["images_per_s"] > 0 and r["epoch_seconds"] == pytest.approx(1000 / r["images_per_s"]) for r in rows)
-    assert pipeline.format_costs(rows).splitlines()[1].split()[0] == "32"
+    assert pipeline.format_costs(rows).splitlines()[1].split()[:3] == ["32", f"{rows[0]['gflops']:.3f}", "8"]
+    assert "fwd GFLOPs" in pipeline.format_costs(rows).splitlines()[0]
     costs = [{"size": 32, "epoch_seconds": 10.0}, {"size": 64, "epoch_seconds": 40.0}]
     assert pipeline.largest_size_within(costs, 400, 10) == 64
     assert pipeline.largest_size_within(costs, 399, 10) == 32
@@ -37,6 +38,14 @@ def test_resolution_costs_reports_the_median_timing(monkeypatch):
 def test_onecycle_peak_is_four_times_the_steepest_point_within_bounds():
     assert pipeline.onecycle_peak(0.01) == pytest.approx(0.04)
     assert pipeline.onecycle_peak(1e-4) == 0.02 and pipeline.onecycle_peak(1.0) == 0.1
+
+
+def test_describe_peak_says_whether_a_bound_or_the_sweep_set_the_peak():
+    floor = pipeline.describe_peak(2.68e-5, pipeline.onecycle_peak(2.68e-5), 7.2e-5)
+    assert "raised to the floor 0.02: the floor, not the sweep, set the peak" in floor
+    assert floor.splitlines()[1].endswith(f"= {0.02 / 7.2e-5:.3g}")
+    assert "the ceiling, not the sweep" in pipeline.describe_peak(1.0, 0.1, 0.5)
+    assert "the sweep set the peak" in pipeline.describe_peak(0.01, pipeline.onecycle_peak(0.01), 0.05)
 
 
 def test_onecycle_rates_follow_fits_schedule():

@@ -74,6 +74,14 @@ def test_strategies_run_reproducibly_and_every_phase_runs(task):
     finally:
         transfer.train.fit = real_fit
     assert calls == [1, 1]  # the warm-up AND the "then all" phase, even with a 1-epoch budget
+    steps = {}
+    transfer.train.fit = lambda model, batches, *a, **k: steps.setdefault(k["desc"], len(batches)) and real_fit(model, batches, *a, **k)
+    try:
+        for name in ("linear probe", "fine-tune all"):
+            transfer.run_strategy(name, task, epochs=1, device="cpu", progress=False)
+    finally:
+        transfer.train.fit = real_fit
+    assert len(set(steps.values())) == 1, steps  # the probe takes as many steps per epoch as the others
     probe, _ = transfer.run_strategy("linear probe", task, epochs=1, device="cpu", progress=False)
     assert probe["trainable_params"] == 512 * 3 + 3
     with pytest.raises(ValueError, match="unknown strategy"):

@@ -3,45 +3,58 @@
 Exercises are written once, in source/<lesson>.ipynb, in nbgrader's format: answer cells hold
 `### BEGIN SOLUTION` / `### END SOLUTION`, test cells may hold `### BEGIN HIDDEN TESTS` / `### END HIDDEN
 TESTS`, and both carry nbgrader cell metadata (grade_id, points, locked). nbgrader's own preprocessors
-turn a source into the learner notebook (notebooks/<lesson>.ipynb). Grading is ours, built on nbclient,
-because nbgrader's autograde runs the student's notebook as submitted: here a graded notebook is rebuilt
-from the source, with only the student's answer cells taken from the submission, so deleted or edited
-check cells, added cells and rebound names cannot change a score. Each submission runs in its own kernel
-with a per-cell timeout, so a crash, a loop or a dead kernel costs that student points, never the batch.
+turn a source into the learner notebook (notebooks/<lesson>.ipynb).
+
+Grading is ours. A graded cell's public part and hidden part are calls of graded checks
+(`checks.check_x(answer, seed=...)`), and each check is a probe plus a judge (course_lib.checks). A
+submission's notebook is rebuilt from the learner version of the source, with only the student's answer
+cells taken from the submission and each check call replaced by a cell that runs its probe. That
+notebook runs in a sandbox (course_lib.sandbox), which returns plain data only; the judges run here, in
+the grader's process, on that data, with their other arguments taken from the source, never from the
+kernel. An exercise scores when every public and hidden check of it has an explicit record that its
+judge accepts: no record (a timeout, a crash, a dead kernel, a malformed report) is a fail.
 
     python -m course_lib.grading release [--out notebooks]     learner notebooks from source/
-    python -m course_lib.grading validate                       solutions pass, stubs fail
-    python -m course_lib.grading grade submitted/ [--out grades/]
+    python -m course_lib.grading validate                       solutions pass, stubs and mutants fail
+    python -m course_lib.grading grade [--jobs N] [--out grades/] submitted/
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import csv
+import html
+import inspect
 import io
 import json
 import os
+import re
 import runpy
+import stat
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from . import config
+from . import checks, config
+from .sandbox import NO_SANDBOX_HELP, Limits, Sandbox, bubblewrap_problem, copy_course_lib
 from .storage import atomic_write_text
 
 SOURCE_DIR = config.PROJECT_ROOT / "source"
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 STUB = 'raise NotImplementedError("Write your answer here, then run the check cell below it.")'
-# attribute names whose use in an answer cell can reach into other code's internals
-_DUNDER_ALLOWED = {"__init__", "__name__", "__doc__", "__len__", "__call__", "__repr__", "__str__",
-                   "__getitem__", "__iter__", "__next__", "__eq__", "__hash__", "__class__"}
-_FORBIDDEN_CALLS = {"setattr", "delattr", "exec", "eval", "compile", "__import__", "globals", "vars", "locals"}
-_FORBIDDEN_MODULES = {"importlib", "builtins", "sys", "gc", "inspect", "ctypes", "unittest", "types"}
+MAX_SUBMISSION_BYTES = 20 * 2 ** 20  # a lesson notebook with its plots is a few MB
+MAX_ANSWER_CHARS = 100_000
+MAX_MESSAGE_CHARS = 600
+GRADE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+HIDDEN_FAILED = "public checks passed; hidden tests failed"
 
 
 # ----------------------------------------------------------------------------------- cell metadata
@@ -161,18 +174,142 @@ def drift(source_dir: Path = SOURCE_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) ->
     return problems
 
 
-# -------------------------------------------------------------------------------- tamper checks
-def _bound_names(tree: ast.AST) -> set[str]:
-    """Top-level names a cell binds (assignments, defs, classes, imports)."""
-    names = set()
+# ------------------------------------------------------------------------------------ submissions
+@dataclass
+class Submission:
+    """What grading takes from a submitted notebook: its answer cells' code, and notes on the rest."""
+
+    answers: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    tests: dict[str, str] = field(default_factory=dict)  # graded cells as submitted (never run)
+    plain_code_ids: list = field(default_factory=list)  # ids of code cells without nbgrader metadata
+
+
+def read_submission(path: Path) -> Submission | str:
+    """The submission at `path`, or why it was not read: a missing file, a link (never followed), a special
+    file, one too large, or one that is not a notebook."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "no submission"
+    except OSError as e:
+        return f"the submission could not be read ({type(e).__name__})"
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path.name} is a symbolic link, which grading does not follow: submit the notebook file itself"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path.name} is not a regular file: submit the notebook file itself"
+    if info.st_size > MAX_SUBMISSION_BYTES:
+        return f"{path.name} is larger than {MAX_SUBMISSION_BYTES // 2 ** 20} MB: clear the outputs and submit again"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return f"{path.name} is not a regular file: submit the notebook file itself"
+            raw = f.read(MAX_SUBMISSION_BYTES + 1)
+        if len(raw) > MAX_SUBMISSION_BYTES:
+            return f"{path.name} is larger than {MAX_SUBMISSION_BYTES // 2 ** 20} MB: clear the outputs and submit again"
+        notebook = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        return f"not a readable notebook ({type(e).__name__}: {str(e)[:200]})"
+    return submission_of(notebook)
+
+
+def submission_of(notebook) -> Submission | str:
+    """Answer cells of a notebook given as parsed JSON, each cell checked on its own: a malformed cell is
+    left out (costing that cell), the rest is read."""
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        return "not a readable notebook (no list of cells)"
+    if notebook.get("nbformat") != 4:
+        return f"not a version-4 notebook (nbformat {notebook.get('nbformat')!r}): save it with JupyterLab"
+    found = Submission({})
+    for number, cell in enumerate(notebook["cells"], 1):
+        problem, gid, source = _answer_cell(cell)
+        if problem:
+            found.notes.append(f"cell {number} was ignored: {problem}")
+        elif gid in found.answers:
+            found.notes.append(f"two cells claim to be '{gid}'; the first one was graded")
+        elif gid is not None:
+            found.answers[gid] = source
+        elif cell.get("cell_type") == "code":
+            meta = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
+            if isinstance(meta, dict):
+                found.tests.setdefault(str(meta.get("grade_id")), "".join(cell.get("source", "")))
+            else:
+                found.plain_code_ids.append(cell.get("id"))
+    return found
+
+
+def _answer_cell(cell) -> tuple[str | None, str | None, str | None]:
+    """(problem, grade_id, source) of one submitted cell; grade_id is None for cells that are no answer."""
+    if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+        return "it is not a notebook cell", None, None
+    source = cell.get("source", "")
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        source = "".join(source)
+    if not isinstance(source, str):
+        return "its source is not text", None, None
+    metadata = cell.get("metadata", {})
+    meta = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    if meta is None:
+        return None, None, None
+    if not isinstance(meta, dict):
+        return "its nbgrader metadata is malformed", None, None
+    gid = meta.get("grade_id")
+    if not isinstance(gid, str) or not GRADE_ID.fullmatch(gid) or not isinstance(meta.get("solution", False), bool):
+        return "its nbgrader metadata is malformed", None, None
+    if not meta.get("solution") or cell["cell_type"] != "code":
+        return None, None, None
+    if len(source) > MAX_ANSWER_CHARS:
+        return f"answer cell '{gid}' is longer than {MAX_ANSWER_CHARS} characters", None, None
+    return None, gid, source
+
+
+# ------------------------------------------------------------------------- advisory scan (instructor)
+_RISKY_CALLS = {"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "vars", "breakpoint",
+                "get_ipython"}
+_RISKY_MODULES = {"os", "sys", "subprocess", "ctypes", "importlib", "builtins", "gc", "inspect", "signal",
+                  "threading", "multiprocessing", "socket", "shutil", "pathlib", "IPython", "bdb", "pdb"}
+
+
+def advisories(source: str, lesson_names: set[str]) -> list[str]:
+    """What in an answer cell reaches beyond the answer, for the instructor to read: rebinding the lesson's
+    names or patching them at the top level, magics, introspection, system modules. Never a score change:
+    grading does not depend on any of it. Names local to a function are the student's own."""
+    found = []
+    if any(line.lstrip().startswith(("%", "!")) for line in source.splitlines()):
+        found.append("uses IPython magics or shell commands (% or !)")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return found
+    for statement in tree.body:
+        bound = set()
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(statement.name)
+            targets = []
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+            targets = []  # importing a module the lesson imported too is harmless
+        else:
+            targets = [n for node in ast.walk(statement) if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete))
+                       for n in (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target])]
+        for target in targets:
+            for node in ast.walk(target):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                    bound.add(node.id)
+                elif isinstance(node, (ast.Attribute, ast.Subscript)) and _root_name(node) in lesson_names:
+                    found.append(f"modifies {ast.unparse(node)}")
+        found += [f"rebinds the lesson's {name}" for name in sorted(bound & lesson_names)]
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _RISKY_CALLS:
+            found.append(f"calls {node.func.id}()")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return names
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found += [f"imports {m}" for m in modules if m.split(".")[0] in _RISKY_MODULES]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr != "__init__":
+            found.append(f"uses {node.attr}")
+        elif isinstance(node, ast.Name) and node.id.startswith("__") and node.id.endswith("__") and node.id != "__name__":
+            found.append(f"uses {node.id}")
+    return sorted(set(found))
 
 
 def _root_name(node) -> str | None:
@@ -181,51 +318,202 @@ def _root_name(node) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def tampering(source: str, protected: set[str]) -> list[str]:
-    """What in an answer cell reaches beyond the answer: rebinding the lesson's names, patching modules
-    or objects, introspection. Empty when the cell is clean (or does not parse: then it simply fails)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    found = []
-    imported = {(a.asname or a.name).split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
-    guarded = protected | imported  # patching the lesson's objects or any module is off limits
-    for node in ast.walk(tree):
-        targets = []
-        if isinstance(node, (ast.Assign, ast.Delete)):
-            targets = node.targets
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
-            targets = [node.target]
-        for t in targets:
-            for sub in ast.walk(t):
-                if isinstance(sub, (ast.Attribute, ast.Subscript)) and _root_name(sub) in guarded:
-                    found.append(f"modifies {ast.unparse(sub)}")
-                elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)) and sub.id in protected:
-                    found.append(f"rebinds {sub.id}")
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in protected:
-            found.append(f"redefines {node.name}")
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for a in node.names:
-                module = (node.module if isinstance(node, ast.ImportFrom) else a.name) or ""
-                if module.split(".")[0] in _FORBIDDEN_MODULES:
-                    found.append(f"imports {module}")
-                if (a.asname or a.name).split(".")[0] in protected:
-                    found.append(f"rebinds {(a.asname or a.name)}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FORBIDDEN_CALLS:
-            found.append(f"calls {node.func.id}()")
-        if isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr not in _DUNDER_ALLOWED:
-            found.append(f"uses {node.attr}")
-        if isinstance(node, (ast.Global, ast.Nonlocal)):
-            found.append(f"declares {type(node).__name__.lower()} {', '.join(node.names)}")
-    return sorted(set(found))
+def _lesson_names(source_nb) -> set[str]:
+    """Top-level names the lesson's own (non-answer) cells define."""
+    names = set()
+    for cell in source_nb.cells:
+        if cell.cell_type == "code" and not is_answer(cell) and not is_graded(cell):
+            with contextlib.suppress(SyntaxError):
+                names |= _top_level_names(cell.source, imports=True)
+    return names
 
 
-# ------------------------------------------------------------------------------- assemble, grade
+def _top_level_names(source: str, imports: bool = False) -> set[str]:
+    """Names a cell defines at the top level (functions, classes, assignments; imports only if asked)."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif imports and isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+# ----------------------------------------------------------------------------- checks and probes
+@dataclass
+class Probe:
+    """One graded check call: its probe runs in the kernel under `key`, its judge runs here."""
+
+    key: str
+    exercise: str
+    part: str  # "public" or "hidden"
+    check: str
+    call: ast.Call
+    code: str  # the part's code, for the call's argument text
+    cell_index: int
+
+    def cell_source(self) -> str:
+        args = [ast.get_source_segment(self.code, a) for a in self.call.args]
+        args += [f"{k.arg}={ast.get_source_segment(self.code, k.value)}" for k in self.call.keywords]
+        return (f"__import__('course_lib.graded_run', fromlist=['record']).record("
+                f"{self.key!r}, {self.check!r}{''.join(', ' + a for a in args)})")
+
+
+def check_calls(code: str) -> list[ast.Call]:
+    """The check calls a graded cell's part consists of; anything else is an authoring error."""
+    calls = []
+    for statement in ast.parse(code).body:
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        func = call.func if isinstance(call, ast.Call) else None
+        if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "checks"
+                and func.attr in checks.GRADED and not any(isinstance(a, ast.Starred) for a in call.args)
+                and all(k.arg for k in call.keywords)):
+            raise ValueError(f"a graded cell may hold only calls of graded checks ({', '.join(sorted(checks.GRADED))}), "
+                             f"as checks.check_x(...); found: {ast.unparse(statement)[:120]}")
+        calls.append(call)
+    return calls
+
+
+def probes_of(source_nb) -> list[Probe]:
+    """Every check call of every graded cell, public part first."""
+    probes = []
+    for index, cell in enumerate(source_nb.cells):
+        if not is_graded(cell):
+            continue
+        gid = grade_id(cell)
+        for part, code in zip(("public", "hidden"), split_tests(cell.source)):
+            for n, call in enumerate(check_calls(code) if code else []):
+                probes.append(Probe(f"{gid}.{part}.{n}", gid, part, call.func.attr, call, code, index))
+    return probes
+
+
+def judge_arguments(source_nb, probe: Probe, context: dict) -> dict:
+    """The judge's keyword arguments: the check's arguments that are not answers, each a literal or a
+    name the lesson defines, evaluated here from the source, never taken from the student's kernel."""
+    parameters = list(inspect.signature(getattr(checks, probe.check)).parameters)
+    given = dict(zip(parameters, probe.call.args)) | {k.arg: k.value for k in probe.call.keywords}
+    out = {}
+    for name, node in given.items():
+        if name in checks.GRADED[probe.check].answers:
+            continue
+        try:
+            out[name] = ast.literal_eval(node)
+        except ValueError:
+            if not isinstance(node, ast.Name) or node.id not in context:
+                raise ValueError(f"{probe.exercise}: the argument {name}={ast.unparse(node)} of {probe.check} must be "
+                                 "a literal or a name the lesson's own cells assign") from None
+            out[name] = context[node.id]
+    return out
+
+
+def lesson_context(source_nb, names: set[str]) -> dict:
+    """The values of `names` as the lesson's source assigns them: its imports and the (last) top-level
+    assignment of each name, run here. Instructor code only: no answer cell is involved."""
+    statements, wanted = {}, set(names)
+    imports = []
+    for cell in source_nb.cells:
+        if cell.cell_type != "code" or is_answer(cell) or is_graded(cell):
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imports.append(node)
+            elif isinstance(node, ast.Assign):
+                for name in {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)} & wanted:
+                    statements[name] = node
+    namespace = {}
+    exec(compile(ast.Module(body=imports + list({id(s): s for s in statements.values()}.values()), type_ignores=[]),
+                 "<lesson context>", "exec"), namespace)
+    return {name: namespace[name] for name in names if name in namespace}
+
+
+def _context_names(probes: list[Probe]) -> set[str]:
+    return {a.id for p in probes for a in [*p.call.args, *(k.value for k in p.call.keywords)] if isinstance(a, ast.Name)}
+
+
+def verdict(probe: Probe, record, arguments: dict, cell_error: str | None = None) -> str | None:
+    """The judge's verdict on a record: None when it passes, else the failure message. Fails closed: a
+    missing or malformed record, or any error judging it, is a fail."""
+    if record is None:
+        return (f"the check could not run: {cell_error}" if cell_error else
+                "the check did not run (the notebook stopped before it)")
+    with _JUDGE_LOCK, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            checks.GRADED[probe.check].judge(record, **arguments)
+        except AssertionError as e:
+            return str(e) or "the check failed"
+        except Exception as e:
+            return f"the check's record could not be judged ({type(e).__name__})"
+    return None
+
+
+_JUDGE_LOCK = threading.Lock()  # judges seed torch's global generator: one at a time
+
+
+# ------------------------------------------------------------------------------------ assembling
+def assemble(source_nb, submission: Submission, probes: list[Probe]) -> tuple[nbformat.NotebookNode, list[str]]:
+    """The notebook a submission's kernel runs: the learner version of the lesson (no solutions, no hidden
+    tests), the student's answer cells in their places, and a probe cell per check call where the graded
+    cells were. Returns (notebook, notes for the student)."""
+    learner = learner_version(source_nb)
+    notes = list(submission.notes)
+    graded = copy.deepcopy(learner)
+    graded.cells = []
+    probe_cells = {}
+    for probe in probes:
+        probe_cells.setdefault(probe.cell_index, []).append(probe)
+    for index, cell in enumerate(learner.cells):
+        if is_answer(cell):
+            cell = copy.deepcopy(cell)
+            gid = grade_id(cell)
+            if gid in submission.answers:
+                cell.source = submission.answers[gid]
+            else:
+                notes.append(f"answer cell '{gid}' is missing from the submission (deleted, or its metadata removed)")
+            graded.cells.append(cell)
+        elif is_graded(cell):
+            for probe in probe_cells.get(index, []):
+                graded.cells.append(nbformat.v4.new_code_cell(probe.cell_source(), metadata={"probe": probe.key}))
+        elif cell.cell_type == "code":
+            graded.cells.append(copy.deepcopy(cell))
+    for cell in graded.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    unknown = set(submission.answers) - {grade_id(c) for c in learner.cells if is_answer(c)}
+    if unknown:
+        notes.append(f"unknown answer cells ignored: {sorted(unknown)}")
+    for cell in (c for c in learner.cells if is_graded(c)):
+        gid = grade_id(cell)
+        if gid not in submission.tests:
+            notes.append(f"cell '{gid}' was deleted; it was restored from the lesson's source")
+        elif submission.tests[gid].strip() != cell.source.strip():
+            notes.append(f"cell '{gid}' was edited; the original was restored")
+    lesson_ids = {c.get("id") for c in learner.cells}
+    added = sum(1 for i in submission.plain_code_ids if i is None or i not in lesson_ids)
+    if added:
+        notes.append(f"{added} code cell(s) you added were not run: grading uses only the answer cells")
+    return graded, notes
+
+
+def probe_errors(executed) -> dict[str, str | None]:
+    """The error each probe cell of an executed notebook raised, by probe key."""
+    return {c.metadata["probe"]: _cell_error(c) for c in (executed.cells if executed is not None else [])
+            if isinstance(c.get("metadata", {}).get("probe"), str)}
+
+
+def _cell_error(cell) -> str | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"[:300]
+    return None
+
+
+# -------------------------------------------------------------------------------------- grading
 @dataclass
 class Result:
-    """One student's grade for one lesson."""
+    """One student's grade for one lesson; `advisories` are for the instructor only."""
 
     student: str
     lesson: str
@@ -233,226 +521,17 @@ class Result:
     max_scores: dict[str, float] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    advisories: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def total(self) -> float:
         return sum(self.scores.values())
 
     def to_dict(self) -> dict:
-        return {"student": self.student, "lesson": self.lesson, "scores": self.scores,
-                "max_scores": self.max_scores, "messages": self.messages, "notes": self.notes}
-
-
-def assemble(source_nb, submission_nb) -> tuple[nbformat.NotebookNode, list[str], dict[str, list[str]]]:
-    """The notebook to grade: the source's cells, with the student's answer cells in their places.
-
-    Returns (notebook, notes, tampering per answer grade_id). Answer cells that tamper are replaced by
-    the stub, so they run nothing.
-    """
-    notes = []
-    student_cells = {}
-    for cell in submission_nb.cells:
-        gid = grade_id(cell)
-        if gid is not None:
-            if gid in student_cells:
-                notes.append(f"two cells claim to be '{gid}'; the first one was graded")
-                continue
-            student_cells[gid] = cell
-    source_ids = {grade_id(c) for c in source_nb.cells if grade_id(c)}
-    added = [c for c in submission_nb.cells if grade_id(c) is None and c.cell_type == "code"
-             and c.get("id") not in {s.get("id") for s in source_nb.cells}]
-    if added:
-        notes.append(f"{len(added)} code cell(s) you added were not run: grading uses only the answer cells")
-    protected = set()
-    answer_names = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code":
-            continue
-        try:
-            names = _bound_names(ast.parse(cell.source))
-        except SyntaxError:
-            continue
-        (answer_names if is_answer(cell) else protected).update(names)
-    protected = (protected - answer_names) | {"checks"}
-    learner = learner_version(source_nb)
-    stubs = {grade_id(c): c for c in learner.cells if grade_id(c)}
-    graded = copy.deepcopy(source_nb)
-    tampered = {}
-    for i, cell in enumerate(graded.cells):
-        gid = grade_id(cell)
-        if gid is None:
-            continue
-        theirs = student_cells.get(gid)
-        if is_answer(cell):
-            if theirs is None:
-                notes.append(f"answer cell '{gid}' is missing from the submission (deleted, or its metadata removed)")
-                graded.cells[i] = copy.deepcopy(stubs[gid])
-                continue
-            problems = tampering(theirs.source, protected)
-            if problems:
-                tampered[gid] = problems
-                notes.append(f"answer cell '{gid}' was not run: it {'; '.join(problems)} "
-                             "(an answer may only define its own names)")
-                graded.cells[i] = copy.deepcopy(stubs[gid])
-            else:
-                graded.cells[i].source = theirs.source
-        elif theirs is None:
-            notes.append(f"cell '{gid}' was deleted; it was restored from the lesson's source")
-        elif theirs.source.strip() != stubs[gid].source.strip():
-            notes.append(f"cell '{gid}' was edited; the original was restored")
-    missing_from_source = set(student_cells) - source_ids
-    if missing_from_source:
-        notes.append(f"unknown graded cells ignored: {sorted(missing_from_source)}")
-    for cell in graded.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return graded, notes, tampered
-
-
-def _error_message(cell) -> str | None:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            value = out.get("evalue", "")
-            return f"{out.get('ename', 'Error')}: {value}"[:500]
-    return None
-
-
-class _KernelLost(Exception):
-    """The kernel died or did not recover from a timeout: later cells cannot run."""
-
-
-def _private_environment(tmp: Path) -> dict:
-    """Fast mode, offline, and a throwaway data folder (nothing a graded notebook writes outlives it),
-    still pointed at the CIFAR-10 copy the instructor has."""
-    from . import data
-
-    env = {config.FAST_ENV: "1", config.OFFLINE_ENV: "1", "MPLBACKEND": "Agg", config.DATA_DIR_ENV: str(tmp)}
-    if not os.environ.get(data.CIFAR10_ENV):
-        local = data.find_local_cifar10(config.data_dir())
-        if local is not None:
-            env[data.CIFAR10_ENV] = str(local)
-    return env
-
-
-class _Runner:
-    """Runs cells one by one in one kernel; a timeout interrupts the cell and grading goes on."""
-
-    def __init__(self, client, timeout: int, notes: list[str]):
-        self.client, self.timeout, self.notes = client, timeout, notes
-
-    def run(self, cell, index: int) -> str | None:
-        """Execute `cell`; returns its error ("Name: message") or None. Raises _KernelLost."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-        try:
-            self.client.execute_cell(cell, index)
-        except CellTimeoutError:
-            cell.outputs.append(nbformat.v4.new_output("error", ename="Timeout",
-                                evalue=f"cell ran longer than {self.timeout} s and was stopped", traceback=[]))
-            self.notes.append(f"cell {index} ran longer than {self.timeout} s and was stopped")
-            if not _recover(self.client):
-                raise _KernelLost("the kernel did not recover after the timeout; later cells were not run")
-            return f"stopped after {self.timeout} s (an endless loop?)"
-        except DeadKernelError:
-            raise _KernelLost(f"the kernel died in cell {index}; later cells were not run")
-        return _error_message(cell)
-
-    def run_tests(self, cell, index: int) -> tuple[str | None, str | None]:
-        """Run a graded cell's public check and hidden tests separately; (public error, hidden error)."""
-        errors = []
-        cell.outputs = []
-        for part in split_tests(cell.source):
-            if not part:
-                errors.append(None)
-                continue
-            piece = nbformat.v4.new_code_cell(part)
-            errors.append(self.run(piece, index))
-            cell.outputs += piece.outputs
-        return errors[0], errors[1]
-
-
-def grade_notebook(source_nb, submission_nb, *, student: str, lesson: str, timeout: int = 120,
-                   workdir: Path | None = None) -> tuple[Result, nbformat.NotebookNode]:
-    """Run the assembled notebook in a fresh kernel (fast mode, offline, private data folder, per-cell
-    timeout) and score it: an exercise earns its points when its public check and its hidden tests both pass."""
-    from nbclient import NotebookClient
-
-    result = Result(student, lesson)
-    for gid, points in exercises(source_nb):
-        result.scores[gid], result.max_scores[gid] = 0.0, points
-    graded, notes, _ = assemble(source_nb, submission_nb)
-    result.notes += notes
-    env_before = dict(os.environ)
-    try:
-        with tempfile.TemporaryDirectory(prefix="grading-") as tmp:
-            os.environ.update(_private_environment(Path(tmp)))
-            client = NotebookClient(graded, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                    interrupt_on_timeout=False, resources={"metadata": {"path": str(workdir or tmp)}})
-            runner = _Runner(client, timeout, result.notes)
-            with client.setup_kernel():
-                try:
-                    for index, cell in enumerate(graded.cells):
-                        if cell.cell_type != "code":
-                            continue
-                        if is_graded(cell):
-                            gid = grade_id(cell)
-                            public, hidden = runner.run_tests(cell, index)
-                            if public is None and hidden is None:
-                                result.scores[gid] = result.max_scores[gid]
-                            else:
-                                result.messages[gid] = public or "public checks passed; hidden tests failed"
-                            continue
-                        error = runner.run(cell, index)
-                        if is_answer(cell) and error:
-                            result.notes.append(f"answer cell '{grade_id(cell)}' raised {error}")
-                except _KernelLost as lost:
-                    result.notes.append(str(lost))
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-    for gid in result.scores:
-        if result.scores[gid] == 0 and gid not in result.messages:
-            result.messages[gid] = "not run"
-    return result, graded
-
-
-def _recover(client) -> bool:
-    """Interrupt a runaway cell; True when the kernel answers again within a few seconds."""
-    from nbclient.exceptions import CellTimeoutError
-
-    import inspect
-
-    from jupyter_core.utils import run_sync
-
-    try:
-        interrupt = client.km.interrupt_kernel  # asynchronous in nbclient's kernel manager
-        run_sync(interrupt)() if inspect.iscoroutinefunction(interrupt) else interrupt()
-        probe = nbformat.v4.new_code_cell("pass")
-        saved = client.timeout
-        client.timeout = 10
-        try:
-            client.execute_cell(probe, 0)
-        finally:
-            client.timeout = saved
-        return True
-    except (CellTimeoutError, Exception):
-        return False
-
-
-def grade_file(source_path: Path, submission_path: Path, student: str, timeout: int = 120
-               ) -> tuple[Result, nbformat.NotebookNode | None]:
-    """Grade one submitted file; an unreadable one scores 0 with a note saying why."""
-    source_nb = nbformat.read(source_path, as_version=4)
-    lesson = source_path.stem
-    try:
-        submission = nbformat.read(submission_path, as_version=4)
-        if not isinstance(submission.get("cells"), list):
-            raise ValueError("no cells")
-    except FileNotFoundError:
-        return _zero(source_nb, student, lesson, "no submission"), None
-    except Exception as e:  # JSON errors, wrong format...
-        return _zero(source_nb, student, lesson, f"not a readable notebook ({type(e).__name__}: {str(e)[:200]})"), None
-    return grade_notebook(source_nb, submission, student=student, lesson=lesson, timeout=timeout)
+        return {"student": self.student, "lesson": self.lesson, "scores": self.scores, "max_scores": self.max_scores,
+                "messages": self.messages, "notes": self.notes, "advisories": self.advisories,
+                "seconds": round(self.seconds, 1)}
 
 
 def _zero(source_nb, student: str, lesson: str, note: str) -> Result:
@@ -462,77 +541,248 @@ def _zero(source_nb, student: str, lesson: str, note: str) -> Result:
     return result
 
 
-def _grade_in_child(source_path: Path, submission_path: Path, student: str, timeout: int, limit: int,
-                    autograded: Path | None) -> Result:
-    """grade_file in a separate process with a wall-clock limit: nothing a submission does reaches the batch."""
-    import subprocess
+@dataclass
+class Lesson:
+    """A graded lesson, prepared once per batch: its source, its check calls and their judges' arguments."""
 
-    with tempfile.TemporaryDirectory(prefix="grade-one-") as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "course_lib.grading", "_one", str(source_path), str(submission_path),
-               student, str(timeout), str(out), str(autograded or "")]
+    path: Path
+    notebook: nbformat.NotebookNode
+    probes: list[Probe]
+    arguments: dict[str, dict]
+    lesson_names: set[str]
+
+    @classmethod
+    def load(cls, path: Path) -> "Lesson":
+        nb = nbformat.read(path, as_version=4)
+        probes = probes_of(nb)
+        context = lesson_context(nb, _context_names(probes))
+        return cls(Path(path), nb, probes, {p.key: judge_arguments(nb, p, context) for p in probes}, _lesson_names(nb))
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def wall_seconds(self, timeout: int) -> int:
+        """A whole run's limit: starting the kernel, every cell a little slow, a few running into their timeout."""
+        code_cells = sum(c.cell_type == "code" for c in self.notebook.cells) + len(self.probes)
+        return 60 + 3 * timeout + 2 * code_cells
+
+
+def execute(notebook, sandbox: Sandbox, timeout: int, wall_seconds: float) -> tuple[dict, nbformat.NotebookNode | None, list[str]]:
+    """Run a notebook through course_lib.graded_run in `sandbox`: (records, executed notebook, events).
+    What comes back is read as untrusted data: size-capped, parsed strictly, anything odd dropped."""
+    with tempfile.TemporaryDirectory(prefix="grading-job-") as tmp:
+        job = Path(tmp) / "job"
+        job.mkdir()
+        (job / "notebook.ipynb").write_text(nbformat.writes(notebook))
+        (job / "settings.json").write_text(json.dumps({"timeout": timeout}))
+        outcome = sandbox.run(job, wall_seconds)
+    events = []
+    if outcome.timed_out:
+        events.append(f"grading stopped after {wall_seconds:.0f} s (the notebook did not finish)")
+    if outcome.report is None:
+        return {}, None, events + ["the notebook's report was larger than the grader reads"]
+    try:
+        report = json.loads(outcome.report.decode("utf-8"))
+        records = report["records"]
+        if not isinstance(records, dict):
+            raise ValueError("records")
+        events += [str(e)[:MAX_MESSAGE_CHARS] for e in report.get("events", [])[:20]]
+        executed = nbformat.reads(report["notebook"], as_version=4)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        if not outcome.timed_out:
+            events.append(f"the notebook run ended without a readable report ({outcome.stderr.strip()[-300:]})")
+        return {}, None, events
+    return records, executed, events
+
+
+def grade_notebook(source_nb, submission, *, student: str, lesson: str, timeout: int = 120,
+                   sandbox: Sandbox | None = None, prepared: Lesson | None = None
+                   ) -> tuple[Result, nbformat.NotebookNode | None]:
+    """Grade one submission (a Submission, or a notebook): run it, then judge every check's record.
+    Without a sandbox the notebook runs unisolated: for trusted notebooks only (tests, validation)."""
+    if prepared is None:
+        with tempfile.NamedTemporaryFile("w", suffix=".ipynb", delete=False) as f:
+            f.write(nbformat.writes(source_nb))
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, start_new_session=True)
-        except subprocess.TimeoutExpired:
-            return _zero(nbformat.read(source_path, as_version=4), student, source_path.stem,
-                         f"grading stopped after {limit} s (the notebook did not finish)")
-        if out.exists():
-            d = json.loads(out.read_text())
-            return Result(d["student"], d["lesson"], d["scores"], d["max_scores"], d["messages"], d["notes"])
-        return _zero(nbformat.read(source_path, as_version=4), student, source_path.stem,
-                     f"the grader failed on this submission: {proc.stderr.strip()[-300:]}")
+            prepared = Lesson.load(Path(f.name))
+        finally:
+            os.unlink(f.name)
+    if not isinstance(submission, Submission):
+        submission = submission_of(json.loads(nbformat.writes(submission)))
+        if isinstance(submission, str):
+            return _zero(source_nb, student, lesson, submission), None
+    start = time.monotonic()
+    result = Result(student, lesson)
+    for gid, points in exercises(source_nb):
+        result.scores[gid], result.max_scores[gid] = 0.0, points
+    graded, notes = assemble(source_nb, submission, prepared.probes)
+    result.notes += notes
+    for gid, code in submission.answers.items():
+        result.advisories += [f"{gid}: {a}" for a in advisories(code, prepared.lesson_names)]
+    with contextlib.ExitStack() as stack:
+        if sandbox is None:
+            lib = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-lib-"))
+            sandbox = Sandbox(copy_course_lib(Path(lib)), cifar10=_cifar10(), isolated=False)
+        records, executed, events = execute(graded, sandbox, timeout, prepared.wall_seconds(timeout))
+    result.notes += events
+    if executed is not None:
+        for cell in executed.cells:
+            if is_answer(cell) and (error := _cell_error(cell)):
+                result.notes.append(f"answer cell '{grade_id(cell)}' raised {error}")
+    errors = probe_errors(executed)
+    for gid in result.scores:
+        failures = {}
+        for probe in (p for p in prepared.probes if p.exercise == gid):
+            message = verdict(probe, records.get(probe.key), prepared.arguments[probe.key], errors.get(probe.key))
+            if message is not None:
+                failures.setdefault(probe.part, message)
+        if not failures and any(p.exercise == gid for p in prepared.probes):
+            result.scores[gid] = result.max_scores[gid]
+        else:
+            result.messages[gid] = failures.get("public") or (HIDDEN_FAILED if failures else "no check ran")
+    result.seconds = time.monotonic() - start
+    return result, executed
 
 
-def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, timeout: int = 120,
-                 progress: bool = True) -> list[Result]:
-    """Grade submitted/<student>/<lesson>.ipynb for every student and graded lesson.
+def _cifar10() -> Path | None:
+    """The CIFAR-10 copy graded notebooks may read: COURSE_CIFAR10, else one in the data folder."""
+    from . import data
 
-    Writes out_dir/grades.csv (a row per student, a column per exercise, a total), out_dir/feedback/
-    <student>.md, and the executed notebooks under out_dir/autograded/<student>/.
-    """
+    given = os.environ.get(data.CIFAR10_ENV)
+    found = Path(given) if given else data.find_local_cifar10(config.data_dir())
+    return found.resolve() if found is not None and found.exists() else None
+
+
+# ------------------------------------------------------------------------------------------ batch
+def graded_lessons(source_dir: Path) -> list[Lesson]:
+    return [Lesson.load(p) for p in sorted(Path(source_dir).glob("*.ipynb"))
+            if exercises(nbformat.read(p, as_version=4))]
+
+
+def student_folders(submitted: Path) -> tuple[list[str], list[str]]:
+    """(students, warnings): one student per real folder in `submitted`; links and files are skipped."""
+    students, warnings = [], []
+    for entry in sorted(os.scandir(submitted), key=lambda e: e.name):
+        if entry.is_symlink():
+            warnings.append(f"skipped {entry.name!r}: a symbolic link, not a student folder")
+        elif entry.is_dir(follow_symlinks=False):
+            students.append(entry.name)
+        else:
+            warnings.append(f"skipped {entry.name!r}: not a folder")
+    return students, warnings
+
+
+def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, timeout: int = 300,
+                 jobs: int | None = None, isolated: bool = True, progress: bool = True) -> list[Result]:
+    """Grade submitted/<student>/<lesson>.ipynb for every student and graded lesson, `jobs` sandboxes at
+    a time. Each student's results/<student>/<lesson>.json, feedback/<student>.md and the grades.csv row
+    are written (atomically) as soon as that student is done; autograded/<student>/ keeps the executed
+    notebooks. A lesson a student did not submit costs no run."""
     from tqdm.auto import tqdm
 
     submitted, out_dir = Path(submitted), Path(out_dir)
-    lessons = [p for p in sorted(Path(source_dir).glob("*.ipynb")) if exercises(nbformat.read(p, as_version=4))]
-    students = sorted(p.name for p in submitted.iterdir() if p.is_dir())
+    if isolated and (problem := bubblewrap_problem()):
+        raise SystemExit(f"cannot grade in a sandbox: {problem}.\n{NO_SANDBOX_HELP}.")
+    students, warnings = student_folders(submitted)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     if not students:
         raise SystemExit(f"no student folders in {submitted}: expected {submitted}/<student>/<lesson>.ipynb")
-    results = []
-    for student in tqdm(students, desc="grading", unit="student", disable=not progress):
-        for lesson in lessons:
-            n_cells = len(nbformat.read(lesson, as_version=4).cells)
-            limit = 60 + n_cells * 20 + 4 * timeout
-            results.append(_grade_in_child(lesson, submitted / student / lesson.name, student, timeout, limit,
-                                           out_dir / "autograded" / student))
-    write_reports(results, out_dir)
-    return results
+    lessons = graded_lessons(source_dir)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    results: dict[str, list[Result]] = {s: [] for s in students}
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory(prefix="grading-lib-") as lib:
+        sandbox = Sandbox(copy_course_lib(Path(lib)), cifar10=_cifar10(), isolated=isolated,
+                          threads=max(1, (os.cpu_count() or 1) // jobs),
+                          limits=Limits(cpu_seconds=2 * max(l.wall_seconds(timeout) for l in lessons)) if lessons else Limits())
+        work = []
+        for student in students:
+            for lesson in lessons:
+                found = read_submission(submitted / student / lesson.path.name)
+                if isinstance(found, str):
+                    results[student].append(_zero(lesson.notebook, student, lesson.name, found))
+                else:
+                    work.append((student, lesson, found))
+
+        def finished(result: Result, executed) -> None:
+            with lock:
+                results[result.student].append(result)
+                write_result(result, executed, out_dir)
+                if len(results[result.student]) == len(lessons):
+                    write_feedback(result.student, results[result.student], out_dir)
+                write_grades(results, lessons, out_dir)
+
+        for student in students:  # students with nothing to run are done already
+            if len(results[student]) == len(lessons):
+                for result in results[student]:
+                    write_result(result, None, out_dir)
+                write_feedback(student, results[student], out_dir)
+        write_grades(results, lessons, out_dir)
+        with ThreadPoolExecutor(max_workers=jobs) as pool, \
+                tqdm(total=len(work), desc="grading", unit="notebook", disable=not progress) as bar:
+            running = [pool.submit(grade_notebook, lesson.notebook, found, student=student, lesson=lesson.name,
+                                   timeout=timeout, sandbox=sandbox, prepared=lesson)
+                       for student, lesson, found in work]
+            for future in as_completed(running):
+                finished(*future.result())
+                bar.update()
+    return [r for s in students for r in sorted(results[s], key=lambda r: r.lesson)]
 
 
-def write_reports(results: list[Result], out_dir: Path) -> None:
-    columns = []
-    for r in results:
-        columns += [f"{r.lesson}/{gid}" for gid in r.max_scores if f"{r.lesson}/{gid}" not in columns]
-    students = sorted({r.student for r in results})
+def write_result(result: Result, executed, out_dir: Path) -> None:
+    atomic_write_text(out_dir / "results" / result.student / f"{result.lesson}.json", json.dumps(result.to_dict(), indent=1))
+    if executed is not None:
+        atomic_write_text(out_dir / "autograded" / result.student / f"{result.lesson}.ipynb", nbformat.writes(executed))
+
+
+def _spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading =, +, -, @ would make it a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_dir: Path) -> None:
+    """grades.csv: a row per student whose lessons are all graded, a column per exercise, a total, the maximum."""
+    columns = [(l.name, gid, points) for l in lessons for gid, points in exercises(l.notebook)]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    max_total = sum(r.max_scores[gid] for r in results if r.student == students[0] for gid in r.max_scores)
-    writer.writerow(["student", *columns, "total", "max"])
-    for s in students:
-        mine = {f"{r.lesson}/{gid}": v for r in results if r.student == s for gid, v in r.scores.items()}
-        writer.writerow([s, *[f"{mine.get(c, 0):g}" for c in columns], f"{sum(mine.values()):g}", f"{max_total:g}"])
-    atomic_write_text(Path(out_dir) / "grades.csv", buf.getvalue())
-    for s in students:
-        lines = [f"# Feedback for {s}", ""]
-        for r in (r for r in results if r.student == s):
-            lines += [f"## {r.lesson}: {r.total:g} / {sum(r.max_scores.values()):g}", "",
-                      "| exercise | points | result |", "| --- | --- | --- |"]
-            for gid, maxp in r.max_scores.items():
-                verdict = "passed" if r.scores[gid] == maxp else r.messages.get(gid, "failed").replace("|", "\\|").replace("\n", " ")
-                lines.append(f"| {gid} | {r.scores[gid]:g} / {maxp:g} | {verdict} |")
-            if r.notes:
-                lines += ["", "Notes:"] + [f"- {n}" for n in r.notes]
-            lines.append("")
-        atomic_write_text(Path(out_dir) / "feedback" / f"{s}.md", "\n".join(lines))
+    writer.writerow(["student", *[f"{lesson}/{gid}" for lesson, gid, _ in columns], "total", "max"])
+    for student, done in results.items():
+        if len(done) < len(lessons):
+            continue
+        score = {(r.lesson, gid): v for r in done for gid, v in r.scores.items()}
+        row = [score.get((lesson, gid), 0.0) for lesson, gid, _ in columns]
+        writer.writerow([_spreadsheet_safe(student), *[f"{v:g}" for v in row], f"{sum(row):g}",
+                         f"{sum(p for _, _, p in columns):g}"])
+    atomic_write_text(out_dir / "grades.csv", buf.getvalue())
+
+
+def markdown_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Untrusted text as literal Markdown on one line: capped, control characters dropped, markup and HTML
+    escaped."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(text))
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text), quote=False)
+
+
+def write_feedback(student: str, results: list[Result], out_dir: Path) -> None:
+    lines = [f"# Feedback for {markdown_text(student, 100)}", ""]
+    for r in sorted(results, key=lambda r: r.lesson):
+        lines += [f"## {r.lesson}: {r.total:g} / {sum(r.max_scores.values()):g}", "",
+                  "| exercise | points | result |", "| --- | --- | --- |"]
+        for gid, maxp in r.max_scores.items():
+            verdict_text = "passed" if r.scores[gid] == maxp else markdown_text(r.messages.get(gid, "failed"))
+            lines.append(f"| {gid} | {r.scores[gid]:g} / {maxp:g} | {verdict_text} |")
+        if r.notes:
+            lines += ["", "Notes:"] + [f"- {markdown_text(n)}" for n in r.notes[:30]]
+        lines.append("")
+    atomic_write_text(out_dir / "feedback" / f"{student}.md", "\n".join(lines))
+    advice = [f"- {r.lesson} {markdown_text(a)}" for r in results for a in r.advisories]
+    if advice:
+        atomic_write_text(out_dir / "advisories" / f"{student}.md",
+                          "\n".join([f"# Advisory notes on {markdown_text(student, 100)} (no effect on the grade)", "", *advice, ""]))
 
 
 # ------------------------------------------------------------------------------------- validate
@@ -548,50 +798,54 @@ def load_cases(source_path: Path) -> dict:
 
 def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
     """Run the lesson once with the reference solutions; at each exercise, first run every case's answer
-    in place of the solution, each followed by the exercise's public check and hidden tests.
+    in place of the solution, each followed by the exercise's probes; judge every record here.
 
     Returns one record per case and per reference solution: exercise, kind ("wrong", "right" or
     "reference"), name, and the public and hidden errors (None: passed).
     """
-    from nbclient import NotebookClient
+    with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
+        path = Path(tmp) / "lesson.ipynb"
+        nbformat.write(source_nb, path)
+        lesson = Lesson.load(path)
+        lib = copy_course_lib(Path(tmp) / "lib")
+        solved = submission_of(json.loads(nbformat.writes(learner_solved(source_nb))))
+        graded, _ = assemble(source_nb, solved, lesson.probes)
+        tests_of = answer_test_cells(source_nb)
+        runs, cells = [], []
+        for cell in graded.cells:
+            gid = grade_id(cell)
+            if is_answer(cell) and gid in cases:
+                forget = "".join(f"globals().pop({n!r}, None)\n" for n in sorted(_top_level_names(cell.source)))
+                for kind in ("wrong", "right"):
+                    for name, answer in cases[gid].get(kind, {}).items():
+                        tag = f"case{len(runs)}"
+                        runs.append((gid, kind, name, tag))
+                        cells += [nbformat.v4.new_code_cell(forget), nbformat.v4.new_code_cell(answer)]
+                        for probe in (p for p in lesson.probes if p.cell_index == tests_of.get(gid)):
+                            tagged = _tagged(probe, tag)
+                            cells.append(nbformat.v4.new_code_cell(tagged.cell_source(), metadata={"probe": tagged.key}))
+                cells.append(nbformat.v4.new_code_cell(forget))
+            cells.append(cell)
+        graded.cells = cells
+        for gid in tests_of:
+            runs.append((gid, "reference", "the solution", None))
+        sandbox = Sandbox(lib, cifar10=_cifar10(), isolated=False)
+        records, executed, _ = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4))
+    errors = probe_errors(executed)
+    out = []
+    for gid, kind, name, tag in runs:
+        verdicts = {"public": None, "hidden": None}
+        for probe in (p for p in lesson.probes if p.cell_index == tests_of.get(gid)):
+            key = _tagged(probe, tag).key if tag else probe.key
+            message = verdict(probe, records.get(key), lesson.arguments[probe.key], errors.get(key))
+            if verdicts[probe.part] is None:
+                verdicts[probe.part] = message
+        out.append({"exercise": gid, "kind": kind, "name": name, **verdicts})
+    return out
 
-    graded, _, _ = assemble(source_nb, learner_solved(source_nb))
-    tests_of = answer_test_cells(graded)
-    records, notes = [], []
-    env_before = dict(os.environ)
-    try:
-        with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
-            os.environ.update(_private_environment(Path(tmp)))
-            client = NotebookClient(graded, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                    interrupt_on_timeout=False, resources={"metadata": {"path": tmp}})
-            runner = _Runner(client, timeout, notes)
-            with client.setup_kernel():
-                checked_by = {index: gid for gid, index in tests_of.items()}
-                for index, cell in enumerate(graded.cells):
-                    if cell.cell_type != "code":
-                        continue
-                    gid = grade_id(cell)
-                    if is_answer(cell) and gid in cases:
-                        forget = nbformat.v4.new_code_cell(
-                            "".join(f"globals().pop({n!r}, None)\n" for n in sorted(_top_level_names(cell.source))))
-                        for kind in ("wrong", "right"):
-                            for name, answer in cases[gid].get(kind, {}).items():
-                                runner.run(forget, index)
-                                runner.run(nbformat.v4.new_code_cell(answer), index)
-                                public, hidden = runner.run_tests(copy.deepcopy(graded.cells[tests_of[gid]]), index)
-                                records.append({"exercise": gid, "kind": kind, "name": name, "public": public,
-                                                "hidden": hidden})
-                        runner.run(forget, index)
-                    if is_graded(cell) and index in checked_by:
-                        public, hidden = runner.run_tests(cell, index)
-                        records.append({"exercise": checked_by[index], "kind": "reference", "name": "the solution",
-                                        "public": public, "hidden": hidden})
-                    else:
-                        runner.run(cell, index)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-    return records
+
+def _tagged(probe: Probe, tag: str) -> Probe:
+    return Probe(f"{tag}.{probe.key}", probe.exercise, probe.part, probe.check, probe.call, probe.code, probe.cell_index)
 
 
 def case_problems(records: list[dict], answer_ids: list[str]) -> list[str]:
@@ -615,23 +869,12 @@ def case_problems(records: list[dict], answer_ids: list[str]) -> list[str]:
     return problems
 
 
-def _top_level_names(source: str) -> set[str]:
-    """Names a cell defines at the top level (functions, classes, assignments; imported modules are kept)."""
-    names = set()
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-    return names
-
-
 def validate(source_dir: Path = SOURCE_DIR, timeout: int = 300, only: list[str] | None = None,
              report: list | None = None) -> list[str]:
-    """Problems found: a reference solution that loses points, an unanswered stub that earns any, or a
-    mutant-suite answer graded the wrong way by the public check or the hidden tests. Empty means valid.
-    `only`: lesson names (file stems) to validate; default all. `report` collects one line per exercise."""
+    """Problems found: a graded cell that is not made of graded check calls, a reference solution that loses
+    points, an unanswered stub that earns any, or a mutant-suite answer graded the wrong way by the public
+    check or the hidden tests. Empty means valid. `only`: lesson names (file stems) to validate; default
+    all. `report` collects one line per exercise."""
     problems = []
     for src in sorted(Path(source_dir).glob("*.ipynb")):
         if only is not None and src.stem not in only:
@@ -639,7 +882,13 @@ def validate(source_dir: Path = SOURCE_DIR, timeout: int = 300, only: list[str] 
         nb = nbformat.read(src, as_version=4)
         if not exercises(nb):
             continue
-        stubs, _ = grade_notebook(nb, learner_version(nb), student="stubs", lesson=src.stem, timeout=timeout)
+        try:
+            lesson = Lesson.load(src)
+        except (ValueError, SyntaxError, NameError) as e:
+            problems.append(f"{src.name}: {e}")
+            continue
+        stubs, _ = grade_notebook(nb, learner_version(nb), student="stubs", lesson=src.stem, timeout=timeout,
+                                  prepared=lesson)
         for gid in stubs.max_scores:
             if stubs.scores[gid] != 0:
                 problems.append(f"{src.name} {gid}: the unanswered stub earns {stubs.scores[gid]:g} points")
@@ -677,16 +926,16 @@ def main(argv=None) -> int:
     rel.add_argument("--source", type=Path, default=SOURCE_DIR)
     rel.add_argument("--out", type=Path, default=NOTEBOOKS_DIR)
     sub.add_parser("check-sync", help="fail if notebooks/ differs from a fresh release of source/")
-    val = sub.add_parser("validate", help="solutions must pass, stubs must fail")
+    val = sub.add_parser("validate", help="solutions must pass, stubs and mutant-suite wrong answers must fail")
     val.add_argument("--source", type=Path, default=SOURCE_DIR)
     grd = sub.add_parser("grade", help="grade submitted/<student>/<lesson>.ipynb into a CSV and feedback")
     grd.add_argument("submitted", type=Path)
     grd.add_argument("--out", type=Path, default=Path("grades"))
     grd.add_argument("--source", type=Path, default=SOURCE_DIR)
-    grd.add_argument("--timeout", type=int, default=120, help="seconds per cell")
-    one = sub.add_parser("_one")  # internal: one submission, in a child process
-    for name in ("source", "submission", "student", "timeout", "out", "autograded"):
-        one.add_argument(name)
+    grd.add_argument("--timeout", type=int, default=300, help="seconds per cell (default 300)")
+    grd.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the CPU cores)")
+    grd.add_argument("--no-sandbox", action="store_true",
+                     help="grade WITHOUT isolation where bubblewrap cannot run: one trusted learner's own notebooks only")
     args = parser.parse_args(argv)
     if args.command == "release":
         written = release(args.source, args.out)
@@ -702,14 +951,11 @@ def main(argv=None) -> int:
         print("\n".join(problems) or "valid: every solution passes, every stub fails, every mutant-suite answer "
               "is graded as expected by the public check and the hidden tests")
         return 1 if problems else 0
-    elif args.command == "grade":
-        results = grade_folder(args.submitted, args.out, args.source, args.timeout)
-        print(f"graded {len({r.student for r in results})} student(s): {args.out / 'grades.csv'}, feedback in {args.out / 'feedback'}")
     else:
-        result, graded = grade_file(Path(args.source), Path(args.submission), args.student, int(args.timeout))
-        if graded is not None and args.autograded:
-            atomic_write_text(Path(args.autograded) / Path(args.source).name, nbformat.writes(graded))
-        atomic_write_text(args.out, json.dumps(result.to_dict()))
+        results = grade_folder(args.submitted, args.out, args.source, args.timeout, jobs=args.jobs,
+                               isolated=not args.no_sandbox)
+        print(f"graded {len({r.student for r in results})} student(s): {args.out / 'grades.csv'}, "
+              f"feedback in {args.out / 'feedback'}")
     return 0
 
 

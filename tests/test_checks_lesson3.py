@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from course_lib import checks, config, grading, models
+from course_lib import checks, grading, models
 
 SOURCE = grading.SOURCE_DIR / "03_cifar10_resnet18.ipynb"
 CASES_FILE = grading.SOURCE_DIR / "cases" / "03_cifar10_resnet18.py"
@@ -208,14 +208,18 @@ def test_case_scores_the_same_on_public_check_and_hidden_tests(gid, kind, name):
 
 
 def test_right_cases_are_not_mistaken_for_tampering():
+    """Right answers draw no advisory note for the instructor, and assemble without notes."""
     pytest.importorskip("nbgrader", reason="instructor tools not installed")
     source = nbformat.read(SOURCE, as_version=4)
-    submission = grading.learner_solved(source)
+    lesson_names = grading._lesson_names(source)
     for gid, kinds in CASES.items():
         for name, answer in kinds["right"].items():
-            next(c for c in submission.cells if grading.grade_id(c) == gid).source = answer
-    _, notes, tampered = grading.assemble(source, submission)
-    assert tampered == {} and notes == []
+            assert grading.advisories(answer, lesson_names) == [], name
+    submission = grading.submission_of({"nbformat": 4, "cells": [
+        {"cell_type": "code", "source": answer, "metadata": {"nbgrader": {"grade_id": gid, "solution": True}}}
+        for gid, kinds in CASES.items() for answer in list(kinds["right"].values())[:1]]})
+    _, notes = grading.assemble(source, submission, grading.probes_of(source))
+    assert notes == []
 
 
 def test_stubs_name_what_the_checks_expect():

@@ -58,19 +58,19 @@ def test_release_never_overwrites_a_learners_work(tmp_path):
     assert "my own work" not in mine.read_text()
 
 
-def test_tampering_scan():
-    protected = {"checks", "problem", "budget", "np"}
-    assert grading.tampering("def gd_step(t, g, lr):\n    return t - lr * g", protected) == []
-    assert grading.tampering("x = np.zeros(3)\nmodel.weight.data = x", protected) == []
+def test_advisories_are_scope_aware_and_for_the_instructor_only():
+    lesson = {"checks", "problem", "budget", "np", "model"}
+    honest = ("import numpy as np\nimport torch.nn.functional as F\n\ndef gd_step(theta, grad, lr):\n"
+              "    x, size, best = theta, len(theta), None\n    model = None\n    return x - lr * grad\n")
+    assert grading.advisories(honest, lesson) == []  # locals and re-imports are the student's own business
+    assert grading.advisories("def replace_head(model, k):\n    model.fc = None\n    return model", lesson) == []
     for code, expected in [("checks.check_gd_step = lambda f: None", "modifies checks.check_gd_step"),
-                           ("budget = 10**6", "rebinds budget"),
-                           ("import course_lib.checks as c\nc.check_gd_step = print", "modifies c.check_gd_step"),
-                           ("np.allclose = lambda *a, **k: True", "modifies np.allclose"),
-                           ("setattr(checks, 'x', 1)", "calls setattr()"),
-                           ("def f():\n    f.__code__ = None", "uses __code__"),
+                           ("budget = 10**6", "rebinds the lesson's budget"),
+                           ("name = 'x'\nsetattr(checks, name, 1)", "calls setattr()"),
+                           ("def f():\n    return f.__globals__", "uses __globals__"),
                            ("import importlib", "imports importlib"),
-                           ("from course_lib import checks", "rebinds checks")]:
-        assert expected in grading.tampering(code, protected), code
+                           ("%env X=1\n!ls", "uses IPython magics or shell commands (% or !)")]:
+        assert expected in grading.advisories(code, lesson), code
 
 
 def test_validate_lesson1_solutions_pass_and_stubs_fail():
@@ -111,44 +111,47 @@ def test_the_course_has_at_least_16_exercises_each_with_a_mutant_suite():
     assert total >= 16
 
 
+def lesson_only(tmp_path, name: str):
+    """A source folder holding one lesson, so a batch grades only that one."""
+    (tmp_path / "source").mkdir(exist_ok=True)
+    nbformat.write(nbformat.read(grading.SOURCE_DIR / name, as_version=4), tmp_path / "source" / name)
+    return tmp_path / "source"
+
+
 @pytest.mark.cifar
-def test_lesson2_partial_and_tampered_submission(real_data_env, tmp_path):
+def test_lesson2_reference_partial_and_patched_submissions_in_the_sandbox(real_data_env, tmp_path):
     source = grading.SOURCE_DIR / "02_transfer_learning.ipynb"
-    nb = grading.learner_solved(nbformat.read(source, as_version=4))
-    nb = answer(nb, "count_trainable", "def count_trainable(model):\n    return sum(p.numel() for p in model.parameters())")
-    nb = answer(nb, "choose_depth", "sweep = [{'depth': 0, 'val_acc': 1.0}]\ndef choose_depth(rows):\n    return 0")
-    (tmp_path / "submitted" / "ana").mkdir(parents=True)
-    nbformat.write(nb, tmp_path / "submitted" / "ana" / source.name)
-    results = grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=120, progress=False)
-    lesson2 = next(r for r in results if r.lesson == "02_transfer_learning")
-    assert lesson2.scores == {**dict.fromkeys(lesson2.max_scores, 2), "count_trainable_tests": 0, "choose_depth_tests": 0}
-    assert any("rebinds sweep" in n for n in lesson2.notes)
-    assert "every parameter, frozen ones included" in lesson2.messages["count_trainable_tests"]
+    solved = grading.learner_solved(nbformat.read(source, as_version=4))
+    partial = answer(solved, "count_trainable", "def count_trainable(model):\n    return sum(p.numel() for p in model.parameters())")
+    partial = answer(partial, "choose_depth", "sweep = [{'depth': 0, 'val_acc': 1.0}]\ndef choose_depth(rows):\n    return 0")
+    for student, nb in {"reference": solved, "ana": partial}.items():
+        (tmp_path / "submitted" / student).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / "submitted" / student / source.name)
+    results = {r.student: r for r in grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=120,
+                                                           source_dir=lesson_only(tmp_path, source.name), progress=False)}
+    assert set(results["reference"].scores.values()) == {2.0} and len(results["reference"].scores) == 6
+    ana = results["ana"]
+    assert ana.scores == {**dict.fromkeys(ana.max_scores, 2), "count_trainable_tests": 0, "choose_depth_tests": 0}
+    assert any("rebinds the lesson's sweep" in a for a in ana.advisories) and not any("sweep" in n for n in ana.notes)
+    assert "every parameter, frozen ones included" in ana.messages["count_trainable_tests"]
 
 
 def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_path):
+    """Lesson 1 in the sandbox: the reference solution earns every point; wrong, looping, edited and broken
+    submissions earn what their answers deserve, with notes that say why."""
     solved = grading.learner_solved(source_nb)
     stub_of = {grading.grade_id(c): c.source for c in grading.learner_version(source_nb).cells if grading.is_answer(c)}
-    # each student's submission; several tamperings share one notebook to keep the kernels few
     partial = answer(answer(solved, "gd_step", "def gd_step(theta, grad, lr):\n    return theta + lr * grad"),
                      "train_linear", stub_of["train_linear"])
     partial = answer(partial, "numerical_grad", "1 / 0\ndef numerical_grad(fn, theta, eps=1e-5):\n    return 0")
     tampered = answer(solved, "gd_step", "def gd_step(theta, grad, lr):\n    return theta")  # wrong, check deleted
     tampered.cells = [c for c in tampered.cells if grading.grade_id(c) != "gd_step_tests"]
-    tampered = answer(tampered, "numerical_grad", "import course_lib.checks as c\nc.check_numerical_grad = print\n"
-                                                  "def numerical_grad(fn, theta, eps=1e-5):\n    return theta")
     tampered = answer(tampered, "converging_lr", "problem = gd.quadratic_1d(1.0)\nbudget = 10**6\nmy_lr = 0.5")
     tampered.cells.insert(3, nbformat.v4.new_code_cell("checks.check_training_loop = print"))
-    tampered = answer(tampered, "train_linear", "def train_linear(x, y, lr=0.1, steps=150):\n    return torch.nn.Linear(1, 1)")
     edited = answer(solved, "gd_step", "def gd_step(theta, grad, lr):\n    return theta")
     next(c for c in edited.cells if grading.grade_id(c) == "gd_step_tests").source = "pass"
-    subs = {
-        "correct": solved,
-        "partial": partial,
-        "looping": answer(solved, "numerical_grad", "def numerical_grad(fn, theta, eps=1e-5):\n    while True:\n        pass"),
-        "tampered": tampered,
-        "edited_check": edited,
-    }
+    subs = {"correct": solved, "partial": partial, "tampered": tampered, "edited_check": edited,
+            "looping": answer(solved, "numerical_grad", "def numerical_grad(fn, theta, eps=1e-5):\n    while True:\n        pass")}
     for student, nb in subs.items():
         (tmp_path / "submitted" / student).mkdir(parents=True)
         nbformat.write(nb, tmp_path / "submitted" / student / SOURCE.name)
@@ -156,90 +159,94 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
     (tmp_path / "submitted" / "corrupt" / SOURCE.name).write_text('{"cells": [ this is not json')
     (tmp_path / "submitted" / "absent").mkdir()
 
-    grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=8, progress=False)
+    grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", source_dir=lesson_only(tmp_path, SOURCE.name),
+                         timeout=8, progress=False)
 
     rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "grades" / "grades.csv"))}
-    all_points = sum(p for src in grading.SOURCE_DIR.glob("*.ipynb")
-                     for _, p in grading.exercises(nbformat.read(src, as_version=4)))
-    col = lambda gid: f"{LESSON}/{gid}"
     full = {"gd_step_tests": 2, "numerical_grad_tests": 2, "converging_lr_tests": 2, "train_linear_tests": 2}
     expected = {
         "correct": full,
         "partial": {**full, "gd_step_tests": 0, "numerical_grad_tests": 0, "train_linear_tests": 0},
         "looping": {**full, "numerical_grad_tests": 0},
-        "tampered": dict.fromkeys(full, 0),
+        "tampered": {**full, "gd_step_tests": 0, "converging_lr_tests": 0},  # 0.5 diverges on the lesson's problem
         "edited_check": {**full, "gd_step_tests": 0},
         "corrupt": dict.fromkeys(full, 0),
         "absent": dict.fromkeys(full, 0),
     }
     for student, scores in expected.items():
-        got = {gid: float(rows[student][col(gid)]) for gid in scores}
+        got = {gid: float(rows[student][f"{LESSON}/{gid}"]) for gid in scores}
         assert got == {k: float(v) for k, v in scores.items()}, student
-        assert float(rows[student]["total"]) == sum(scores.values())  # other lessons: no submission, 0
-        assert float(rows[student]["max"]) == all_points
+        assert float(rows[student]["total"]) == sum(scores.values()) and float(rows[student]["max"]) == 8
     feedback = {s: (tmp_path / "grades" / "feedback" / f"{s}.md").read_text() for s in expected}
-    lesson1_part = feedback["correct"].split("## 02_")[0]
-    assert "01_gradient_descent: 8 / 8" in lesson1_part and "Notes" not in lesson1_part
-    assert "stopped after 8 s" in feedback["looping"]
-    t = feedback["tampered"]
-    assert "'gd_step_tests' was deleted; it was restored" in t
-    assert "'numerical_grad' was not run: it modifies c.check_numerical_grad" in t
-    assert "rebinds budget" in t and "rebinds problem" in t
-    assert "1 code cell(s) you added were not run" in t
-    assert "'gd_step_tests' was edited; the original was restored" in feedback["edited_check"]
+    assert "01_gradient_descent: 8 / 8" in feedback["correct"] and "Notes" not in feedback["correct"]
+    assert "ran longer than 8 s and was stopped" in feedback["looping"]
+    assert "'gd\\_step\\_tests' was deleted; it was restored" in feedback["tampered"]
+    assert "'gd\\_step\\_tests' was edited; the original was restored" in feedback["edited_check"]
+    assert "1 code cell\\(s\\) you added were not run" in feedback["tampered"]
     assert "not a readable notebook" in feedback["corrupt"] and "no submission" in feedback["absent"]
-    assert "moved *up* the gradient" in feedback["partial"]  # the check's hint reaches the student
-    assert "answer cell 'numerical_grad' raised ZeroDivisionError" in feedback["partial"]
+    assert "moved \\*up\\* the gradient" in feedback["partial"]  # the check's hint reaches the student
+    assert "answer cell 'numerical\\_grad' raised ZeroDivisionError" in feedback["partial"]
     assert (tmp_path / "grades" / "autograded" / "correct" / SOURCE.name).exists()
 
 
 # ------------------------------------------------------------------ public and hidden parts, mutant suites
-def tiny_lesson(check: str, hidden: str):
+def tiny_lesson(hidden: str = "checks.check_gd_step(gd_step, seed=1729)"):
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     meta = lambda **kw: {"nbgrader": {"schema_version": 3, "locked": False, "task": False, **kw}}
-    nb.cells = [nbformat.v4.new_code_cell("base = 10", id="setup"),
-                nbformat.v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
-                                          id="answer", metadata=meta(grade=False, solution=True, grade_id="double")),
-                nbformat.v4.new_code_cell(f"{check}\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS",
-                                          id="tests", metadata=meta(grade=True, solution=False, grade_id="double_tests",
+    nb.cells = [nbformat.v4.new_code_cell("import numpy as np\nfrom course_lib import checks", id="setup"),
+                nbformat.v4.new_code_cell("def gd_step(theta, grad, lr):\n    ### BEGIN SOLUTION\n    return theta - lr * grad\n"
+                                          "    ### END SOLUTION", id="answer",
+                                          metadata=meta(grade=False, solution=True, grade_id="gd_step")),
+                nbformat.v4.new_code_cell(f"checks.check_gd_step(gd_step)\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS",
+                                          id="tests", metadata=meta(grade=True, solution=False, grade_id="gd_step_tests",
                                                                     points=2, locked=True)),
-                nbformat.v4.new_code_cell("print(double(base))", id="after")]
+                nbformat.v4.new_code_cell("print(gd_step(np.ones(2), np.ones(2), 0.5))", id="after")]
     return nb
+
+
+HARDCODED = ("import numpy as np\nPUBLIC = {(1.0, 2.0, 0.1): [0.95, 2.1], (3.0, 0.5): [0.0], (-1.0, 0.0, 4.0, 0.0): [-1.0, 0.0, 4.0]}\n"
+             "def gd_step(theta, grad, lr):\n    return np.array(PUBLIC[(*theta.tolist(), lr)])\n")
 
 
 def test_split_tests_and_which_cell_checks_which_answer():
     assert grading.split_tests("check(f)\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS\nprint(1)") == \
         ("check(f)\nprint(1)", "assert f(2) == 4")
     assert grading.split_tests("check(f)") == ("check(f)", "")
-    nb = tiny_lesson("assert double(3) == 6", "assert double(-1) == -2")
-    assert grading.answer_test_cells(nb) == {"double": 2}
+    assert grading.answer_test_cells(tiny_lesson()) == {"gd_step": 2}
+    assert [(p.key, p.check) for p in grading.probes_of(tiny_lesson())] == \
+        [("gd_step_tests.public.0", "check_gd_step"), ("gd_step_tests.hidden.0", "check_gd_step")]
+
+
+def test_graded_cells_hold_only_graded_check_calls():
+    with pytest.raises(ValueError, match="only calls of graded checks"):
+        grading.probes_of(tiny_lesson("assert gd_step(np.ones(1), np.ones(1), 1.0) == 0"))
 
 
 def test_an_exercise_needs_its_public_check_and_its_hidden_tests():
-    nb = tiny_lesson("assert double(3) == 6", "assert double(-1) == -2")
-    only_public = answer(grading.learner_solved(nb), "double", "def double(x):\n    return 6 if x == 3 else 0")
+    nb = tiny_lesson()
+    only_public = answer(grading.learner_solved(nb), "gd_step", HARDCODED)
     result, _ = grading.grade_notebook(nb, only_public, student="s", lesson="tiny", timeout=30)
-    assert result.scores["double_tests"] == 0
-    assert result.messages["double_tests"] == "public checks passed; hidden tests failed"  # names no hidden test
+    assert result.scores["gd_step_tests"] == 0
+    assert result.messages["gd_step_tests"] == "public checks passed; hidden tests failed"  # names no hidden test
     result, _ = grading.grade_notebook(nb, grading.learner_solved(nb), student="s", lesson="tiny", timeout=30)
-    assert result.scores["double_tests"] == 2
+    assert result.scores["gd_step_tests"] == 2
 
 
 def test_mutant_suite_finds_checks_that_disagree():
-    nb = tiny_lesson("assert double(3) == 6", "assert double(-1) == -2")
-    cases = {"double": {"wrong": {"plus": "def double(x):\n    return x + 3", "abs": "def double(x):\n    return abs(2 * x)",
-                                  "undefined": "pass"},
-                        "right": {"shift": "def double(x):\n    return x << 1 if isinstance(x, int) else 2 * x",
-                                  "sum": "double = lambda x: x + x"}}}
+    nb = tiny_lesson()
+    cases = {"gd_step": {"wrong": {"plus": "def gd_step(theta, grad, lr):\n    return theta + lr * grad",
+                                   "hardcoded": HARDCODED, "undefined": "pass"},
+                         "right": {"copy": "def gd_step(theta, grad, lr):\n    out = theta.copy()\n    out -= lr * grad\n    return out",
+                                   "lambda": "gd_step = lambda t, g, lr: t - lr * g"}}}
     records = grading.run_cases(nb, cases, timeout=30)
     by_name = {r["name"]: r for r in records}
-    assert by_name["plus"]["public"] is None and by_name["plus"]["hidden"] is not None  # public check too weak
-    assert by_name["abs"]["public"] is None and by_name["abs"]["hidden"] is not None
-    assert by_name["undefined"]["public"].startswith("NameError")  # no lingering definition from another case
-    assert by_name["shift"]["public"] is None and by_name["sum"]["hidden"] is None
+    assert by_name["plus"]["public"] is not None and by_name["plus"]["hidden"] is not None
+    assert by_name["hardcoded"]["public"] is None and by_name["hardcoded"]["hidden"] is not None  # public check too weak
+    assert by_name["undefined"]["public"].startswith("the check could not run: NameError")  # no lingering definition
+    assert by_name["copy"]["public"] is None and by_name["lambda"]["hidden"] is None
     assert by_name["the solution"]["kind"] == "reference" and by_name["the solution"]["public"] is None
-    problems = grading.case_problems(records, ["double"])
-    assert "double, wrong answer 'plus': the public check let it pass" in problems
+    problems = grading.case_problems(records, ["gd_step"])
+    assert "gd_step, wrong answer 'hardcoded': the public check let it pass" in problems
     assert not any("'undefined'" in p for p in problems)
     assert any("the mutant suite has 3 wrong and 2 right answers" in p for p in problems)

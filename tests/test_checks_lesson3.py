@@ -219,7 +219,7 @@ def test_right_cases_are_not_mistaken_for_tampering():
         {"cell_type": "code", "source": answer, "metadata": {"nbgrader": {"grade_id": gid, "solution": True}}}
         for gid, kinds in CASES.items() for answer in list(kinds["right"].values())[:1]]})
     _, notes = grading.assemble(source, submission, grading.probes_of(source))
-    assert notes == []
+    assert [n for n in notes if "was deleted; it was restored" not in n] == []  # the submission holds answers only
 
 
 def test_stubs_name_what_the_checks_expect():

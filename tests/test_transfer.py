@@ -16,7 +16,7 @@ class NoTestAllowed:
 
 @pytest.fixture
 def splits(monkeypatch):
-    monkeypatch.setattr(transfer, "EPOCH_IMAGES", 48)
+    monkeypatch.setattr(transfer, "epoch_images", lambda: 48)  # two steps per epoch in either mode
     monkeypatch.setattr(data, "COURSE_VAL_SIZE", 30)  # the course split, at the synthetic data's scale
     return data.synthetic_splits(n_train=30, n_test=8, num_classes=3)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RESULT_MARKERS = ("TEST accuracy", "test accuracy:", "the recipe reports", "chosen on validation")
+RESULT_MARKERS = ("epoch(s) of about", "TEST accuracy", "test accuracy", "the recipe reports", "chosen on validation",
+                  "this lesson ran", "(planned:", "its validation accuracy on its own")
 
 
 def cpu_model() -> str:
@@ -85,9 +86,10 @@ def main() -> int:
         rows = []
         if any("pretrained." in p.read_text() for p in lessons):  # lessons 2 and 3 start from the source model
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],
-                           check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            rows.append(("one-off: pretraining the course's source model", time.perf_counter() - start, [], None))
+            run = subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],
+                                 check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+            plan = [l.strip() for l in run.stdout.splitlines() if any(m in l for m in RESULT_MARKERS)]
+            rows.append(("one-off: pretraining the course's source model", time.perf_counter() - start, plan, None))
         for path in lessons:
             rows.append((path.stem, *execute(path, env, args.keep)))
     threads = config.torch_threads()

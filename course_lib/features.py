@@ -62,11 +62,10 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
     device = torch.device(device) if device is not None else config.get_device()
     body = body_upto(model, upto)
     was_training = model.training
-    prepare(body, device)
+    _, channels_last = prepare(body, device)
     body.eval()
     autocast, _ = autocast_for(device)
-    batches = Batches(data, batch_size, normalize=normalize, size=size, device=device,
-                      channels_last=device.type == "cuda")
+    batches = Batches(data, batch_size, normalize=normalize, size=size, device=device, channels_last=channels_last)
     out = []
     for x, _ in tqdm(batches, desc=f"features up to {upto}", disable=not progress, leave=False):
         with autocast:

@@ -5,12 +5,13 @@ every layer under a one-cycle schedule, discriminative rates optional), mistakes
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from . import config, data, features, models, pretrained, train
+from . import budget, config, data, features, models, pretrained, train
 
 
 # ------------------------------------------------------------------------------- resolution, cost
@@ -66,6 +67,39 @@ def largest_size_within(costs: list[dict], budget_seconds: float, epochs: int) -
     """The largest resolution whose `epochs` fit in the budget (None if even the smallest does not)."""
     fitting = [r["size"] for r in costs if r["epoch_seconds"] * epochs <= budget_seconds]
     return max(fitting) if fitting else None
+
+
+@dataclass(frozen=True)
+class LessonWork:
+    """What lesson 3 trains on and evaluates besides its fine-tuning epochs, so a plan can budget for it."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    sweep_images: int  # the learning-rate sweep's training images
+    leak_train_images: int  # the leaky-recipe demo's training images (all its epochs)
+    leak_eval_images: int
+
+    def rest_seconds(self, row: dict) -> float:
+        """Seconds outside the fine-tuning epochs at a resolution_costs row's speed: the head warm-up's
+        feature pass over training and validation images, the rate sweep, the source model's normalization
+        check (validation, twice), the test evaluation and the leaky-recipe demo."""
+        return budget.training_seconds(self.sweep_images + self.leak_train_images,
+                                       2 * self.n_train + 3 * self.n_val + self.n_test + self.leak_eval_images,
+                                       row["images_per_s"])
+
+    def epoch_seconds(self, row: dict) -> float:
+        """One fine-tuning epoch with its validation, at a resolution_costs row's speed."""
+        return budget.training_seconds(self.n_train, self.n_val, row["images_per_s"])
+
+
+def plan_fine_tuning(row: dict, work: LessonWork, budget_seconds: float, spent_seconds: float, *,
+                     max_epochs: int) -> budget.Plan:
+    """As many fine-tuning epochs (up to the recipe's max_epochs) as the budget leaves at this resolution,
+    after what the lesson has spent so far and the rest of its work: the one-cycle schedule is then built
+    for these epochs, so a shorter plan is still a complete schedule."""
+    return budget.plan_epochs(f"fine-tuning at {row['size']} px", work.epoch_seconds(row), budget_seconds,
+                              max_epochs=max_epochs, other_seconds=spent_seconds + work.rest_seconds(row))
 
 
 # ------------------------------------------------------------------------------------ the weights

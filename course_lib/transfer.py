@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import config, data, features, models, pretrained, train
+from . import budget, config, data, features, models, pretrained, train
 
 
 @dataclass
@@ -154,6 +154,50 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
            "val_acc": None if history.diverged else history.best_val_acc, "diverged": history.status() if history.diverged else None,
            "trainable_params": trainable, "seconds": time.perf_counter() - t0, "seed": seed}
     return row, model
+
+
+def strategy_speeds(task: Task, device=None) -> dict[str, float]:
+    """Training images/s of this task's batches with everything trainable ("all"), stem..layer3 frozen
+    ("layer4") and only the head trainable ("head"), measured on a few steps: what a plan of the lesson's
+    runs is built from."""
+    device = torch.device(device) if device is not None else config.get_device()
+    batch = next(iter(training_batches(task, device)))
+    return {name: train.step_throughput(models.freeze(models.build_resnet18(task.num_classes), depth), [batch] * 4,
+                                        device=device)
+            for name, depth in (("all", 0), ("layer4", "layer3"), ("head", "layer4"))}
+
+
+def strategy_epoch_seconds(name: str, task: Task, speeds: dict[str, float]) -> float:
+    """Expected seconds of one epoch of a strategy (validation included) at measured speeds; "warm-up, then
+    all" spends a third of its epochs on the head alone, and the linear probe trains on cached features
+    (one backbone pass, counted here as if spread over a single epoch)."""
+    train_images = len(training_batches(task)) * training_batches(task).batch_size
+    val_images = len(task.val)
+    per_image = {"from scratch": 1 / speeds["all"], "fine-tune all": 1 / speeds["all"],
+                 "discriminative rates": 1 / speeds["all"], "fine-tune layer4": 1 / speeds["layer4"],
+                 "warm-up, then all": (1 / speeds["head"] + 2 / speeds["all"]) / 3, "linear probe": 0.0}[name]
+    passes = (len(task.train) + val_images) / (budget.EVAL_SPEEDUP * speeds["all"])
+    return train_images * per_image + budget.training_seconds(0, val_images, speeds["all"]) + (
+        passes if name == "linear probe" else 0.0)
+
+
+def plan_lesson(splits: data.Splits, weights, labels_per_class, *, budget_seconds: float, spent_seconds: float,
+                max_epochs: int, trap_epochs: int, learner_epochs: int, test_images: int, seeds: int = 3,
+                size: int | None = None, device=None) -> budget.Plan:
+    """Lesson 2's epochs (every strategy at every label budget, the seed spread of two strategies at the
+    smallest budget, and the freeze sweep over six depths at half the epochs), planned from speeds measured
+    here so that the lesson fits `budget_seconds`. Its fixed work (the BatchNorm trap, the learner's own loop,
+    the test measurements: `test_images` evaluated in all) is estimated at the same speeds and budgeted too."""
+    tasks = {n: make_task(splits, weights, n, size=size) for n in labels_per_class}
+    fewest = tasks[min(labels_per_class)]
+    speeds = strategy_speeds(fewest, device)
+    per_epoch = sum(strategy_epoch_seconds(name, t, speeds) for t in tasks.values() for name in STRATEGIES)
+    full = strategy_epoch_seconds("fine-tune all", fewest, speeds)
+    per_epoch += 2 * seeds * full + 6 * full / 2  # the seed spread, the freeze sweep
+    fixed = (2 * trap_epochs * epoch_images() / speeds["head"] + learner_epochs * epoch_images() / speeds["layer4"]
+             + budget.training_seconds(0, test_images, speeds["all"]))
+    return budget.plan_epochs("this lesson's training runs", per_epoch, budget_seconds, max_epochs=max_epochs,
+                              other_seconds=spent_seconds + fixed)
 
 
 @dataclass

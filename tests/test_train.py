@@ -306,3 +306,13 @@ def test_history_plot_gives_train_and_validation_one_colour_each():
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
     assert colours[0]["train"] == colours[1]["train (augmented)"]
     assert colours[0]["validation"] == colours[1]["validation"] != colours[0]["train"]
+
+
+def test_a_blow_up_in_an_epochs_last_step_is_caught_on_validation(toy):
+    """The training-loss check runs before each step, so only validation can see the last step's damage."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+    one_step = data.Batches(toy.train, len(toy.train), shuffle=True, normalize=None, seed=0)  # one step per epoch
+    hist = train.fit(model, one_step, batches(toy.test, shuffle=False), epochs=2, lr=1e30, momentum=0.0,
+                     weight_decay=0.0, schedule="constant", device="cpu", progress=False)
+    assert hist.diverged is not None and "validation loss became" in hist.diverged and "after epoch 1" in hist.diverged
+    assert len(hist) == 0 and hist.best_val_acc is None and hist.status() == "diverged at step 1 (epoch 1)"

@@ -65,13 +65,17 @@ def main() -> int:
     parser.add_argument("--lessons", nargs="*", default=None, help="lesson file stems (default: all in source/)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the course's choice)")
     parser.add_argument("--keep", type=Path, default=None, help="folder for the executed notebooks")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data folder to use and keep (default: a throwaway one); a source model already "
+                             "pretrained there is reused, and the table says so")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lesson_times.md")
     args = parser.parse_args()
     import torch
 
     lessons = [p for p in sorted((ROOT / "source").glob("*.ipynb"))
                if args.lessons is None or p.stem in args.lessons]
-    with tempfile.TemporaryDirectory(prefix="lesson-times-") as data_dir:
+    with tempfile.TemporaryDirectory(prefix="lesson-times-") as throwaway:
+        data_dir = str(args.data_dir or throwaway)
         env = {"COURSE_DATA_DIR": data_dir, "MPLBACKEND": "Agg", "COURSE_FAST": "0"}
         if args.threads:
             env["COURSE_THREADS"] = str(args.threads)
@@ -84,7 +88,10 @@ def main() -> int:
         batch = (torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
         speed = train.step_throughput(models.build_resnet18(10), [batch] * 4, device=config.get_device())
         rows = []
-        if any("pretrained." in p.read_text() for p in lessons):  # lessons 2 and 3 start from the source model
+        needs_source_model = any("pretrained." in p.read_text() for p in lessons)  # lessons 2 and 3 do
+        if needs_source_model and pretrained.source_checkpoint_path().exists():
+            rows.append(("one-off pretraining: the source model of an earlier run in --data-dir, reused", 0.0, [], None))
+        elif needs_source_model:
             start = time.perf_counter()
             run = subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],
                                  check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,18 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import header  # noqa: E402  (benchmarks/ is the script's folder)
+
 RESULT_MARKERS = ("epoch(s) of about", "TEST accuracy", "test accuracy", "the recipe reports", "chosen on validation",
                   "this lesson ran", "(planned:", "its validation accuracy on its own")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def execute(path: Path, env: dict, keep: Path | None) -> tuple[float, list[str], str | None]:
@@ -99,10 +90,7 @@ def main() -> int:
             rows.append(("one-off: pretraining the course's source model", time.perf_counter() - start, plan, None))
         for path in lessons:
             rows.append((path.stem, *execute(path, env, args.keep)))
-    threads = config.torch_threads()
-    lines = [f"Measured by `python benchmarks/lesson_times.py{''.join(' ' + a for a in sys.argv[1:])}` "
-             f"on {time.strftime('%Y-%m-%d')}: {cpu_model()}, {threads} torch thread(s), torch {torch.__version__}, "
-             f"device {config.get_device().type}, normal mode; this machine trains ResNet18 at 32 px at "
+    lines = [f"{header(config.get_device(), config.torch_threads())}, normal mode; this machine trains ResNet18 at 32 px at "
              f"{speed:,.0f} images/s (a training step on a batch of 256).", "",
              "| lesson | wall time | results printed by the run |", "| --- | --- | --- |"]
     for name, seconds, results, error in rows:

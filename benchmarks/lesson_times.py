@@ -81,7 +81,11 @@ def main() -> int:
         rows = []
         needs_source_model = any("pretrained." in p.read_text() for p in lessons)  # lessons 2 and 3 do
         if needs_source_model and pretrained.source_checkpoint_path().exists():
-            rows.append(("one-off pretraining: the source model of an earlier run in --data-dir, reused", 0.0, [], None))
+            made = train.load_checkpoint(pretrained.source_checkpoint_path())
+            history = train.History.from_dict(made["history"])
+            rows.append(("one-off: pretraining the course's source model, in an earlier run in --data-dir (its time "
+                         "read from the checkpoint's history: the sum of its epochs)", sum(history["seconds"]),
+                         [f"{len(history)} epoch(s), {history.status()}"], None))
         elif needs_source_model:
             start = time.perf_counter()
             run = subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],

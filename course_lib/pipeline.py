@@ -28,21 +28,26 @@ def flops_per_image(model: nn.Module, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device=None,
-                     batch_size: int | None = None, batches: int = 6, timings: int = 3) -> list[dict]:
+def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, images: data.ImageData | None = None,
+                     device=None, batch_size: int | None = None, batches: int = 6, timings: int = 3) -> list[dict]:
     """Per resolution: forward-pass GFLOPs per image (2 per multiply-add), training images/s (the median of
     `timings` timings of `batches` steps each, after a warm-up step: one short timing is at the mercy of
     whatever else the machine does) at the batch size in the row's "batch", and the epoch time it implies
-    for n_images."""
+    for n_images. With `images`, each step takes a fresh augmented, normalized batch of them, as fine-tuning
+    does, so the time of preparing batches is counted too; else random tensors. On a CPU the batch is
+    fine-tuning's 128 at 32 px and smaller for more pixels, to keep the measurement short."""
     device = torch.device(device) if device is not None else config.get_device()
     rows = []
     for size in sizes:
         model = models.build_resnet18(10)
         gflops = flops_per_image(model, size) / 1e9
-        bs = batch_size or (256 if device.type == "cuda" else max(8, min(64, 64 * 32 * 32 // (size * size) * 4)))
-        batch = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))
-        ips = statistics.median(train.step_throughput(model, [batch] * (batches + 1), device=device)
-                                for _ in range(timings))
+        bs = batch_size or (256 if device.type == "cuda" else max(8, 128 * 32 * 32 // (size * size)))
+        if images is not None:
+            steps = data.Batches(images.subset(range(min(len(images), bs * (batches + 1)))), bs, shuffle=True,
+                                 augment=True, drop_last=True, size=size, device=device)
+        else:
+            steps = [(torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))] * (batches + 1)
+        ips = statistics.median(train.step_throughput(model, steps, device=device) for _ in range(timings))
         rows.append({"size": size, "gflops": gflops, "batch": bs, "images_per_s": ips,
                      "epoch_seconds": n_images / ips})
     return rows

@@ -32,8 +32,8 @@ def test_plan_rejects_nonsense_inputs():
         budget.plan_epochs("x", 5.0, -1.0, max_epochs=3)
 
 
-def test_training_seconds_counts_an_evaluated_image_as_a_third_of_a_trained_one():
-    assert budget.training_seconds(300, 900, 100.0) == pytest.approx(3.0 + 3.0)
+def test_training_seconds_counts_an_evaluated_image_as_a_sixth_of_a_trained_one():
+    assert budget.training_seconds(300, 900, 100.0) == pytest.approx(3.0 + 1.5)
 
 
 def test_clock_and_report():
@@ -50,12 +50,12 @@ def test_lesson3_plan_budgets_the_whole_lesson():
     work = pipeline.LessonWork(n_train=45_000, n_val=5_000, n_test=10_000, sweep_images=10_240,
                                leak_train_images=5_000, leak_eval_images=3_000)
     row = {"size": 32, "images_per_s": 200.0}
-    # an epoch: 45,000 / 200 + 5,000 / 600 = 233.3 s; the rest: (10,240 + 5,000) / 200 + (45,000 + 10,000 +
-    # 10,000 + 3,000) / 600 = 76.2 + 113.3 = 189.5 s
-    assert work.epoch_seconds(row) == pytest.approx(233.33, abs=0.01)
-    assert work.rest_seconds(row) == pytest.approx(189.53, abs=0.01)
+    # an epoch: 45,000 / 200 + 5,000 / 1,200 = 229.2 s; the rest: (10,240 + 5,000) / 200 + (45,000 + 10,000 +
+    # 10,000 + 3,000) / 1,200 = 76.2 + 56.7 = 132.9 s
+    assert work.epoch_seconds(row) == pytest.approx(229.17, abs=0.01)
+    assert work.rest_seconds(row) == pytest.approx(132.87, abs=0.01)
     plan = pipeline.plan_fine_tuning(row, work, 900.0, 60.0, max_epochs=12)
-    assert plan.epochs == 2 and plan.fits  # (900 - 60 - 189.5) / 233.3 = 2.8
+    assert plan.epochs == 3 and plan.fits  # (900 - 60 - 132.9) / 229.2 = 3.09
     assert plan.what == "fine-tuning at 32 px"
     fast_machine = pipeline.plan_fine_tuning({"size": 128, "images_per_s": 20_000.0}, work, 900.0, 60.0, max_epochs=12)
     assert fast_machine.epochs == 12
@@ -73,9 +73,9 @@ def test_strategy_epochs_cost_what_their_steps_cost(monkeypatch):
     monkeypatch.setattr(transfer, "epoch_images", lambda: 1000)
     speeds = {"all": 100.0, "layer4": 200.0, "head": 1000.0}
     task = _task(10)  # 50 images, repeated 20x in batches of 50: 1,000 training images an epoch, 50 to validate
-    evaluate = 50 / 300
+    evaluate = 50 / 600
     assert transfer.strategy_epoch_seconds("fine-tune all", task, speeds) == pytest.approx(10 + evaluate)
     assert transfer.strategy_epoch_seconds("fine-tune layer4", task, speeds) == pytest.approx(5 + evaluate)
     assert transfer.strategy_epoch_seconds("warm-up, then all", task, speeds) == pytest.approx(
         1000 * (1 / 1000 + 2 / 100) / 3 + evaluate)
-    assert transfer.strategy_epoch_seconds("linear probe", task, speeds) == pytest.approx(evaluate + 100 / 300)
+    assert transfer.strategy_epoch_seconds("linear probe", task, speeds) == pytest.approx(evaluate + 100 / 600)

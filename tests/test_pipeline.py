@@ -28,6 +28,13 @@ def test_resolution_costs_and_budget_choice():
     assert pipeline.default_resolution(torch.device("cuda")) == 128
 
 
+def test_resolution_costs_can_time_real_augmented_batches():
+    toy = data.synthetic_splits(n_train=40, n_test=4, num_classes=2)
+    (row,) = pipeline.resolution_costs((32,), n_images=500, images=toy.train, device="cpu", batch_size=8,
+                                       batches=2, timings=1)
+    assert row["batch"] == 8 and row["images_per_s"] > 0 and row["epoch_seconds"] == pytest.approx(500 / row["images_per_s"])
+
+
 def test_resolution_costs_reports_the_median_timing(monkeypatch):
     timings = iter([100.0, 300.0, 200.0])
     monkeypatch.setattr(pipeline.train, "step_throughput", lambda model, batches, device: next(timings))

@@ -312,7 +312,23 @@ def test_a_blow_up_in_an_epochs_last_step_is_caught_on_validation(toy):
     """The training-loss check runs before each step, so only validation can see the last step's damage."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
     one_step = data.Batches(toy.train, len(toy.train), shuffle=True, normalize=None, seed=0)  # one step per epoch
-    hist = train.fit(model, one_step, batches(toy.test, shuffle=False), epochs=2, lr=1e30, momentum=0.0,
+    hist = train.fit(model, one_step, batches(toy.test, shuffle=False), epochs=2, lr=1e38, momentum=0.0,
                      weight_decay=0.0, schedule="constant", device="cpu", progress=False)
     assert hist.diverged is not None and "validation loss became" in hist.diverged and "after epoch 1" in hist.diverged
     assert len(hist) == 0 and hist.best_val_acc is None and hist.status() == "diverged at step 1 (epoch 1)"
+
+
+def test_a_large_but_finite_validation_loss_is_not_called_a_divergence(toy, monkeypatch):
+    """From scratch at a high rate, BatchNorm's running statistics lag and validation losses spike (900 and more
+    were seen in lesson 2's from-scratch runs): that is not a divergence."""
+    real_evaluate = train.evaluate
+
+    def spiking(*args, **kwargs):
+        ev = real_evaluate(*args, **kwargs)
+        ev.loss = 1e4
+        return ev
+
+    monkeypatch.setattr(train, "evaluate", spiking)
+    hist = train.fit(small_model(), batches(toy.train), batches(toy.test, shuffle=False), epochs=2, lr=0.02,
+                     device="cpu", progress=False)
+    assert hist.diverged is None and len(hist) == 2 and hist["val_loss"] == [1e4, 1e4]

@@ -43,7 +43,7 @@ def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | No
     on, one-cycle SGD with flip/crop for `epochs`, or else as many epochs as fit `budget_minutes` on this
     machine (measured before training, at least 2, at most 12), announced before it starts. Label smoothing
     0.1 trains towards 0.9 for the true class (and 0.025 for each other) instead of 1: the model is not
-    pushed to infinite confidence, which tends to leave features that transfer better. Fast mode: 100
+    pushed to infinite confidence (a choice made once, not measured for transfer). Fast mode: 100
     images per class, 1 epoch.
     """
     path = source_checkpoint_path()

@@ -46,7 +46,7 @@ def main() -> int:
                                         test_images=4 * len(transfer.target_test_set(splits)), size=size, device=device)
             rows.append((f"02_transfer_learning, {what}", f"{size} px", plan))
         start = time.perf_counter()
-        costs = pipeline.resolution_costs((32, 64, 128, 224), n_images=len(train_set), device=device)
+        costs = pipeline.resolution_costs((32, 64, 128, 224), n_images=len(train_set), images=train_set, device=device)
         work = pipeline.LessonWork(n_train=len(train_set), n_val=len(val_set), n_test=len(splits.test),
                                    sweep_images=80 * 128, leak_train_images=5 * 1000, leak_eval_images=3000)
         smallest = min(costs, key=lambda r: r["size"])

@@ -40,6 +40,7 @@ class Plan:
     epoch_seconds: float  # one epoch, its validation included
     other_seconds: float  # what else the budget pays for (spent already, or still to come)
     budget_seconds: float
+    per_epoch: str = "one epoch"  # what epoch_seconds pays for, e.g. one epoch of every run of a lesson together
 
     @property
     def seconds(self) -> float:
@@ -51,8 +52,8 @@ class Plan:
 
     def describe(self) -> str:
         """The plan in one or two lines, before training, so the learner knows what to expect and why."""
-        said = (f"{self.what}: {self.epochs} epoch(s) of about {self.epoch_seconds / 60:.1f} min each, "
-                f"≈ {self.epochs * self.epoch_seconds / 60:.0f} min on this machine")
+        said = (f"{self.what}: {self.epochs} epoch(s); {self.per_epoch} takes about {self.epoch_seconds / 60:.1f} min, "
+                f"≈ {self.epochs * self.epoch_seconds / 60:.0f} min in all on this machine")
         if self.other_seconds:
             said += f" (+ ≈ {self.other_seconds / 60:.0f} min for everything else the budget covers)"
         said += f"; budget {self.budget_seconds / 60:.0f} min"
@@ -67,7 +68,7 @@ class Plan:
 
 
 def plan_epochs(what: str, epoch_seconds: float, budget_seconds: float, *, max_epochs: int,
-                other_seconds: float = 0.0, min_epochs: int = 1) -> Plan:
+                other_seconds: float = 0.0, min_epochs: int = 1, per_epoch: str = "one epoch") -> Plan:
     """As many epochs as fit in what the budget leaves after `other_seconds`, between min_epochs and
     max_epochs (more than the recipe's max_epochs would not help much and a fast machine should not be made
     to spend its whole budget)."""
@@ -76,7 +77,7 @@ def plan_epochs(what: str, epoch_seconds: float, budget_seconds: float, *, max_e
                          f"{budget_seconds!r} s")
     fitting = math.floor((budget_seconds - other_seconds) / epoch_seconds)
     epochs = max(min_epochs, min(max_epochs, fitting))
-    return Plan(what, epochs, max_epochs, epoch_seconds, other_seconds, budget_seconds)
+    return Plan(what, epochs, max_epochs, epoch_seconds, other_seconds, budget_seconds, per_epoch)
 
 
 def budget_report(lesson_seconds: float, one_off_seconds: float, budget_minutes: float) -> str:

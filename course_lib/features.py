@@ -80,14 +80,14 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
 
 def fit_head(model: nn.Module, train_data: ImageData, val_data: ImageData | None = None, *, epochs: int,
              lr: float, batch_size: int = 256, normalize="cifar", size: int | None = None, seed: int = 0,
-             repeats: int = 1, device=None, progress: bool = True, desc: str = "head on cached features") -> History:
+             steps: int | None = None, device=None, progress: bool = True, desc: str = "head on cached features") -> History:
     """Freeze everything but `model.fc` (BatchNorm included) and train the head on cached features of the
-    frozen backbone: one backbone pass, then milliseconds per epoch. The model is left frozen. `repeats`:
-    passes over the training features per epoch (to give the head as many steps as other strategies get)."""
+    frozen backbone: one backbone pass, then milliseconds per epoch. The model is left frozen. `steps`:
+    batches per epoch (to give the head as many steps as other strategies get; default one pass)."""
     freeze(model, "layer4")
     kw = dict(normalize=normalize, size=size, device=device, progress=progress)
     train_batches = TensorBatches(extract_features(model, train_data, **kw), train_data.labels,
-                                  min(batch_size, len(train_data)), shuffle=True, seed=seed, repeats=repeats)
+                                  min(batch_size, len(train_data)), shuffle=True, seed=seed, steps=steps)
     val_batches = None
     if val_data is not None:
         val_batches = TensorBatches(extract_features(model, val_data, **kw), val_data.labels, 1000)

@@ -194,25 +194,33 @@ def describe_rates(model: nn.Module, groups: list[dict]) -> str:
 PEAK_FACTOR, PEAK_LOW, PEAK_HIGH = 4, 0.02, 0.1
 
 
-def onecycle_peak(suggestion: float, low: float = PEAK_LOW, high: float = PEAK_HIGH) -> float:
+def onecycle_peak(suggestion: float | None, low: float = PEAK_LOW, high: float = PEAK_HIGH) -> float:
     """One-cycle's peak from lr_find's steepest-descent rate: PEAK_FACTOR (4) times it, kept within
-    [low, high]. The course's default, a heuristic, not a derivation and not chosen on validation: a hint,
-    not a law for this or other tasks."""
+    [low, high]; the floor when the sweep found no descending region. The course's default, a heuristic,
+    not a derivation and not chosen on validation: a hint, not a law for this or other tasks."""
+    if suggestion is None:
+        return low
     return min(max(PEAK_FACTOR * suggestion, low), high)
 
 
-def describe_peak(suggestion: float, peak: float, lowest_loss_lr: float,
+def describe_peak(suggestion: float | None, peak: float, lowest_loss_lr: float,
                   low: float = PEAK_LOW, high: float = PEAK_HIGH) -> str:
-    """Says what set one-cycle's peak: the sweep (PEAK_FACTOR x its suggestion) or a bound of the clamp, and
-    how the peak compares with the rate of the sweep's lowest loss."""
-    raw = PEAK_FACTOR * suggestion
-    if raw < low:
-        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}, raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
-    elif raw > high:
-        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}, lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
+    """Says what the sweep found, what set one-cycle's peak (the sweep, PEAK_FACTOR x its suggestion, or a
+    bound of the clamp), and how the peak compares with the rate of the sweep's lowest loss."""
+    if suggestion is None:
+        what = (f"no descending region: the smoothed loss never fell {100 * train.DESCENT_MIN_DROP:g}% below "
+                f"its early values, so the sweep suggests nothing and the floor {peak:.3g} set the peak")
     else:
-        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {peak:.3g}, within [{low:g}, {high:g}]: the sweep set the peak"
-    return f"{what}\npeak / rate of the lowest loss: {peak:.3g} / {lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}"
+        raw = PEAK_FACTOR * suggestion
+        what = f"steepest descent at {suggestion:.3g}; {PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}"
+        if raw < low:
+            what += f", raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
+        elif raw > high:
+            what += f", lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
+        else:
+            what += f", within [{low:g}, {high:g}]: the sweep set the peak"
+    return (f"{what}\nlowest smoothed loss at {lowest_loss_lr:.3g}; peak / that rate: "
+            f"{peak:.3g} / {lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}")
 
 
 def onecycle_rates(peak: float, total_steps: int) -> list[float]:

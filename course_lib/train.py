@@ -446,7 +446,11 @@ def load_checkpoint(path: str | Path) -> dict:
 class LRFinder:
     lrs: list[float]
     losses: list[float]
-    suggestion: float
+    suggestion: float | None  # None: the sweep found no descending region
+
+    @property
+    def lowest_loss_lr(self) -> float:
+        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
 
 
 def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps: int = 100,
@@ -455,7 +459,8 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
     """Raise the learning rate exponentially from start_lr to end_lr, one batch per step, and record the
     smoothed loss; stop early once it explodes. The model's weights are restored afterwards.
 
-    The suggestion is the rate where the smoothed loss falls fastest, before its minimum.
+    The suggestion is the rate where the smoothed loss falls fastest, before its minimum (None when it
+    never clearly falls, see suggest_lr).
     """
     from tqdm.auto import tqdm
 
@@ -515,13 +520,19 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
     return LRFinder(lrs, losses, suggest_lr(lrs, losses))
 
 
-def suggest_lr(lrs: list[float], losses: list[float]) -> float:
-    """The rate of steepest descent of the loss (per log-lr), up to the minimum loss."""
-    if len(lrs) < 3:
-        return lrs[0] if lrs else float("nan")
-    stop = max(2, min(range(len(losses)), key=losses.__getitem__))
-    slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
-              for i in range(1, min(stop, len(lrs) - 1))]
-    if not slopes:
-        return lrs[stop] / 10
-    return lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
+DESCENT_MIN_DROP = 0.02  # a fall of the smoothed loss smaller than this fraction is noise, not a descent
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
+    """The rate where the smoothed loss falls fastest (per log-lr) before its minimum, or None when the
+    sweep has no descending region. The first tenth of the sweep is skipped: there the smoothed loss is
+    mostly the first batches' noise, and a minimum at the very start is no descent."""
+    skip = max(1, len(losses) // 10)
+    if len(losses) < skip + 3:
+        return None
+    low = skip + min(range(len(losses) - skip), key=lambda i: losses[skip + i])
+    if low < skip + 2 or losses[low] > (1 - DESCENT_MIN_DROP) * losses[skip]:
+        return None
+    slopes = {i: (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
+              for i in range(skip + 1, low)}
+    return lrs[min(slopes, key=slopes.__getitem__)]

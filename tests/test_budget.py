@@ -13,6 +13,8 @@ def test_plan_takes_as_many_epochs_as_fit_after_the_other_work():
     assert (plan.epochs, plan.seconds, plan.fits) == (11, 595.0, True)
     assert "11 epoch(s)" in plan.describe() and "15 epochs would take ≈ 13 min" in plan.describe()
     assert "exceed" not in plan.describe()
+    runs = budget.plan_epochs("runs", 45.0, 600.0, max_epochs=15, per_epoch="one epoch of every run together")
+    assert "one epoch of every run together takes about 0.8 min" in runs.describe()
 
 
 def test_plan_stops_at_the_recipe_and_never_below_the_minimum():
@@ -70,12 +72,14 @@ def _task(n_per_class: int, classes: int = 5) -> transfer.Task:
 
 
 def test_strategy_epochs_cost_what_their_steps_cost(monkeypatch):
-    monkeypatch.setattr(transfer, "epoch_images", lambda: 1000)
+    monkeypatch.setattr(transfer, "epoch_steps", lambda: 20)
     speeds = {"all": 100.0, "layer4": 200.0, "head": 1000.0}
-    task = _task(10)  # 50 images, repeated 20x in batches of 50: 1,000 training images an epoch, 50 to validate
+    task = _task(10)  # 50 images: 20 steps of 50 are 1,000 training images an epoch, 50 to validate
     evaluate = 50 / 600
     assert transfer.strategy_epoch_seconds("fine-tune all", task, speeds) == pytest.approx(10 + evaluate)
     assert transfer.strategy_epoch_seconds("fine-tune layer4", task, speeds) == pytest.approx(5 + evaluate)
-    assert transfer.strategy_epoch_seconds("warm-up, then all", task, speeds) == pytest.approx(
-        1000 * (1 / 1000 + 2 / 100) / 3 + evaluate)
+    # counted as training everything throughout: an upper bound whatever the split of its epochs
+    assert transfer.strategy_epoch_seconds("warm-up, then all", task, speeds) == pytest.approx(10 + evaluate)
+    bigger = _task(100)  # 500 images, the same 20 steps of 50: the same training cost, more to validate
+    assert transfer.strategy_epoch_seconds("fine-tune all", bigger, speeds) == pytest.approx(10 + 500 / 600)
     assert transfer.strategy_epoch_seconds("linear probe", task, speeds) == pytest.approx(evaluate + 100 / 600)

@@ -55,6 +55,13 @@ def test_describe_peak_says_whether_a_bound_or_the_sweep_set_the_peak():
     assert "the sweep set the peak" in pipeline.describe_peak(0.01, pipeline.onecycle_peak(0.01), 0.05)
 
 
+def test_no_descending_region_leaves_the_peak_to_the_floor_and_says_so():
+    assert pipeline.onecycle_peak(None) == pipeline.PEAK_LOW
+    text = pipeline.describe_peak(None, pipeline.PEAK_LOW, 1e-5)
+    assert "no descending region" in text and "the floor 0.02 set the peak" in text
+    assert "steepest" not in text
+
+
 def test_onecycle_rates_follow_fits_schedule():
     rates = pipeline.onecycle_rates(0.1, 4000)
     assert len(rates) == 4000

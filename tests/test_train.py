@@ -216,7 +216,8 @@ def test_lr_find_sweeps_and_suggests_within_range(toy):
     result = train.lr_find(model, batches(toy.train), start_lr=1e-4, end_lr=10, steps=30, device="cpu", progress=False)
     assert len(result.lrs) == len(result.losses) > 10
     assert all(b > a for a, b in zip(result.lrs, result.lrs[1:]))
-    assert 1e-4 <= result.suggestion <= 10
+    assert result.suggestion is not None and 1e-4 <= result.suggestion <= 10  # an untrained model descends
+    assert result.lowest_loss_lr == result.lrs[result.losses.index(min(result.losses))]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
@@ -224,6 +225,20 @@ def test_suggest_lr_finds_the_steepest_descent():
     lrs = [10 ** (-4 + i * 0.1) for i in range(40)]
     losses = [2.0 - 1.5 / (1 + math.exp(-(i - 20) / 2)) + (0.1 * (i - 32) ** 2 if i > 32 else 0) for i in range(40)]
     assert lrs[18] <= train.suggest_lr(lrs, losses) <= lrs[22]
+
+
+def test_suggest_lr_finds_no_descent_in_a_loss_that_only_rises():
+    """A warmed-up model's sweep: the smoothed loss is lowest at its first steps and then only rises. The
+    old rule named the second rate 'steepest descent'."""
+    lrs = [10 ** (-5 + i * 0.1) for i in range(60)]
+    rising = [1.0 + 0.002 * i + 0.001 * i * i for i in range(60)]
+    assert train.suggest_lr(lrs, rising) is None
+    noisy_start = [1.3, 0.9, 1.0] + rising[3:]  # a dip among the first batches is noise, not a descent
+    assert train.suggest_lr(lrs, noisy_start) is None
+    shallow = [1.0 - 0.0003 * i for i in range(40)] + [0.988 + 0.05 * i for i in range(20)]  # falls 1.2%: noise
+    assert train.suggest_lr(lrs, shallow) is None
+    real = [1.0 - 0.001 * i for i in range(40)] + [0.96 + 0.05 * i for i in range(20)]  # falls 4%
+    assert train.suggest_lr(lrs, real) is not None
 
 
 def test_predict_image_files_of_any_size(tmp_path, toy):

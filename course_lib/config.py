@@ -4,6 +4,7 @@ COURSE_FAST=1        fast mode: lessons shrink data and epochs but run the same 
 COURSE_DEVICE=cpu    force a device (cpu, cuda, cuda:1, mps); default: CUDA, then MPS, then CPU.
 COURSE_DATA_DIR=...  where datasets, caches and checkpoints land; default: the project's data/.
 COURSE_OFFLINE=1     never try to download (tests and CI set it).
+COURSE_SHARED_DATA   a read-only folder of prepared files (a grader's decoded CIFAR-10 and fast-mode source model).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DEVICE_ENV = "COURSE_DEVICE"
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 OFFLINE_ENV = "COURSE_OFFLINE"
 THREADS_ENV = "COURSE_THREADS"
+SHARED_DATA_ENV = "COURSE_SHARED_DATA"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +69,13 @@ def data_dir() -> Path:
     path = Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shared_data_dir() -> Path | None:
+    """COURSE_SHARED_DATA, a read-only folder laid out like data_dir(): a grader prepares the decoded
+    CIFAR-10 and the fast-mode source model there once, so that no sandbox repeats minutes of the same work."""
+    given = os.environ.get(SHARED_DATA_ENV, "").strip()
+    return Path(given) if given else None
 
 
 def checkpoint_path(name: str) -> Path:

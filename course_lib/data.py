@@ -161,14 +161,15 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
         key = fingerprint(path)
         stem = path.name.replace(".tar.gz", "").replace(".tgz", "")
         cache_file = config.data_dir() / "cache" / f"{stem}-{size}px-v{_CACHE_VERSION}-{key}.pt"
-        if cache_file.exists():
+        readable = cache_file if cache_file.exists() else _shared_cache(stem, size)
+        if readable is not None:
             try:
-                blob = torch.load(cache_file, mmap=True, weights_only=True)
+                blob = torch.load(readable, mmap=True, weights_only=True)
                 return Splits(ImageData(blob["train_images"], blob["train_labels"], blob["classes"]),
                               ImageData(blob["test_images"], blob["test_labels"], blob["classes"]))
             except Exception as e:  # a damaged cache is rebuilt, not trusted
-                print(f"The decoded cache {cache_file} is damaged ({type(e).__name__}); "
-                      f"deleting it and decoding {path} again to rebuild it.")
+                print(f"The decoded cache {readable} is damaged ({type(e).__name__}); "
+                      f"{'deleting it and ' if readable == cache_file else ''}decoding {path} again to rebuild it.")
                 cache_file.unlink(missing_ok=True)
     splits = _decode_source(path, size, progress)
     if cache_file is not None:
@@ -178,6 +179,15 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
                            "test_images": splits.test.images, "test_labels": splits.test.labels,
                            "classes": splits.train.classes}, cache_file)
     return splits
+
+
+def _shared_cache(stem: str, size: int) -> Path | None:
+    """The shared data folder's decode of this source (config.shared_data_dir). It was made from the very copy
+    that is given here under another path (a sandbox sees it mounted elsewhere), so the name, not the
+    path's fingerprint, identifies it."""
+    shared = config.shared_data_dir()
+    found = sorted((shared / "cache").glob(f"{stem}-{size}px-v{_CACHE_VERSION}-*.pt")) if shared is not None else []
+    return found[0] if len(found) == 1 else None
 
 
 def _decode_source(path: Path, size: int, progress: bool) -> Splits:

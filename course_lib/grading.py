@@ -33,6 +33,7 @@ import os
 import re
 import runpy
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -623,7 +624,9 @@ def grade_notebook(source_nb, submission, *, student: str, lesson: str, timeout:
     with contextlib.ExitStack() as stack:
         if sandbox is None:
             lib = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-lib-"))
-            sandbox = Sandbox(copy_course_lib(Path(lib)), cifar10=_cifar10(), isolated=False)
+            lib, cifar10 = copy_course_lib(Path(lib)), _cifar10()
+            sandbox = Sandbox(lib, cifar10=cifar10, isolated=False,
+                              shared_data=shared_data(lib, cifar10, [source_nb], progress=False))
         records, executed, events = execute(graded, sandbox, timeout, prepared.wall_seconds(timeout))
     result.notes += events
     if executed is not None:
@@ -652,6 +655,38 @@ def _cifar10() -> Path | None:
     given = os.environ.get(data.CIFAR10_ENV)
     found = Path(given) if given else data.find_local_cifar10(config.data_dir())
     return found.resolve() if found is not None and found.exists() else None
+
+
+SHARED_DATA_FOLDER = "grading-shared"  # under config.data_dir()
+_PREPARE_SHARED_DATA = ("from course_lib import data, pretrained\n"
+                        "pretrained.pretrain_source_model(data.load_cifar10(progress=False), progress=False)")
+
+
+def uses_cifar10(source_nb) -> bool:
+    return any(c.cell_type == "code" and "load_cifar10" in c.source for c in source_nb.cells)
+
+
+def shared_data(lib: Path, cifar10: Path | None, source_nbs, *, progress: bool = True) -> Path | None:
+    """data_dir()/grading-shared, prepared once by the grader's own trusted code in fast mode: CIFAR-10 decoded
+    and the fast-mode source model. Every sandbox reads it (read-only) instead of spending minutes redoing
+    both from an empty data folder. None when no lesson here loads CIFAR-10, or there is no copy to load."""
+    from . import data
+
+    if cifar10 is None or not any(uses_cifar10(nb) for nb in source_nbs):
+        return None
+    folder = config.data_dir() / SHARED_DATA_FOLDER
+    if progress:
+        print(f"preparing {folder} (decoded CIFAR-10 and the fast-mode source model; once, then reused) ...",
+              file=sys.stderr, flush=True)
+    env = {**os.environ, "PYTHONPATH": str(lib), config.FAST_ENV: "1", config.OFFLINE_ENV: "1",
+           config.DATA_DIR_ENV: str(folder), data.CIFAR10_ENV: str(cifar10), "MPLBACKEND": "Agg"}
+    env.pop(config.SHARED_DATA_ENV, None)
+    done = subprocess.run([sys.executable, "-c", _PREPARE_SHARED_DATA], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"preparing {folder} for the sandboxes failed:\n{done.stderr[-3000:]}")
+    for path in [folder, *folder.rglob("*")]:  # the sandbox's unprivileged user reads it
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
 
 
 # ------------------------------------------------------------------------------------------ batch
@@ -694,7 +729,9 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
     results: dict[str, list[Result]] = {s: [] for s in students}
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="grading-lib-") as lib:
-        sandbox = Sandbox(copy_course_lib(Path(lib)), cifar10=_cifar10(), isolated=isolated,
+        lib, cifar10 = copy_course_lib(Path(lib)), _cifar10()
+        sandbox = Sandbox(lib, cifar10=cifar10, isolated=isolated,
+                          shared_data=shared_data(lib, cifar10, [l.notebook for l in lessons], progress=progress),
                           threads=max(1, (os.cpu_count() or 1) // jobs),
                           limits=Limits(cpu_seconds=2 * max(l.wall_seconds(timeout) for l in lessons)) if lessons else Limits())
         work = []
@@ -829,7 +866,9 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
         graded.cells = cells
         for gid in tests_of:
             runs.append((gid, "reference", "the solution", None))
-        sandbox = Sandbox(lib, cifar10=_cifar10(), isolated=False)
+        cifar10 = _cifar10()
+        sandbox = Sandbox(lib, cifar10=cifar10, isolated=False,
+                          shared_data=shared_data(lib, cifar10, [source_nb], progress=False))
         records, executed, _ = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4))
     errors = probe_errors(executed)
     out = []

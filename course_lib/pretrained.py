@@ -17,8 +17,13 @@ SOURCE_CHECKPOINT = "resnet18-cifar5-source-v2"  # v2: trained on the course spl
 
 
 def source_checkpoint_path() -> Path:
-    """data/checkpoints/resnet18-cifar5-source-v2.pt (a separate -fast file in fast mode)."""
-    return config.checkpoint_path(SOURCE_CHECKPOINT)
+    """data/checkpoints/resnet18-cifar5-source-v2.pt (a separate -fast file in fast mode); when that is
+    missing and the shared data folder (config.shared_data_dir) holds one, that one."""
+    own = config.checkpoint_path(SOURCE_CHECKPOINT)
+    shared = config.shared_data_dir()
+    if not own.exists() and shared is not None and (shared / own.relative_to(config.data_dir())).exists():
+        return shared / own.relative_to(config.data_dir())
+    return own
 
 
 def source_task(splits: data.Splits, seed: int = 0) -> tuple[data.ImageData, data.ImageData]:
@@ -47,7 +52,7 @@ def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | No
     pushed to infinite confidence (a choice made once, not measured for transfer). Fast mode: 100
     images per class, 1 epoch.
     """
-    path = source_checkpoint_path()
+    path = config.checkpoint_path(SOURCE_CHECKPOINT) if force else source_checkpoint_path()
     if path.exists() and not force:
         models.read_state_dict(path)  # a damaged file is an error here, not a surprise later
         return path

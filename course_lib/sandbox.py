@@ -70,6 +70,7 @@ class Sandbox:
 
     lib_dir: Path  # a folder holding a copy of the course_lib package
     cifar10: Path | None = None
+    shared_data: Path | None = None  # read-only prepared files (config.shared_data_dir)
     isolated: bool = True
     limits: Limits = field(default_factory=Limits)
     threads: int = 1
@@ -87,6 +88,8 @@ class Sandbox:
                config.FAST_ENV: "1", config.OFFLINE_ENV: "1", config.DATA_DIR_ENV: str(private / "data")}
         if self.cifar10 is not None:
             env[data.CIFAR10_ENV] = self._cifar_path()
+        if self.shared_data is not None:
+            env[config.SHARED_DATA_ENV] = "/course/shared-data" if self.isolated else str(self.shared_data)
         return env
 
     def _lib_path(self) -> Path:
@@ -104,6 +107,8 @@ class Sandbox:
         outside = {"base": Path(sys.base_prefix).resolve(), "venv": Path(sys.prefix), "lib": self.lib_dir, "job": job}
         if self.cifar10 is not None:
             outside["cifar10"] = self.cifar10
+        if self.shared_data is not None:
+            outside["shared-data"] = self.shared_data
         seen = {name: (Path("/run/grader") / name if root else path) for name, path in outside.items()}
         inner = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
                  *_system(), "--ro-bind", str(seen["base"]), str(outside["base"]),
@@ -117,6 +122,8 @@ class Sandbox:
                   "--dir", "/tmp/home", "--dir", "/tmp/data", "--chdir", "/tmp", "--clearenv"]
         if self.cifar10 is not None:
             inner += ["--ro-bind", str(seen["cifar10"]), self._cifar_path()]
+        if self.shared_data is not None:
+            inner += ["--ro-bind", str(seen["shared-data"]), "/course/shared-data"]
         for key, value in self.environment(job).items():
             inner += ["--setenv", key, value]
         inner += ["--", *run]

@@ -32,6 +32,7 @@ def isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path / "data"))
     monkeypatch.delenv(data.CIFAR10_ENV, raising=False)
     monkeypatch.delenv(config.DEVICE_ENV, raising=False)
+    monkeypatch.delenv(config.SHARED_DATA_ENV, raising=False)
     return tmp_path / "data"
 
 

@@ -307,3 +307,22 @@ def test_steps_make_an_epoch_of_full_batches_of_any_set():
     assert set(shown.tolist()) <= {2, 3} and shown.sum() == 24  # 24 draws from 3 shuffles: two full passes
     assert not torch.equal(torch.cat(ys[:2]), torch.cat(ys[2:4]))  # consecutive shuffles differ
     assert [len(y) for _, y in data.Batches(d, 4, steps=1, normalize=None)] == [4]
+
+
+def test_a_shared_data_folder_lends_its_decode_without_being_written(isolated_data_dir, tmp_path, monkeypatch):
+    """A grader decodes once into a read-only folder; a sandbox that sees the same copy under another path
+    reads that decode (the sandbox's copy here holds other pixels, so reading them would show)."""
+    shared = tmp_path / "shared"
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(shared))
+    original = data.load_image_folder(write_image_folder(tmp_path / "grader" / "photos"), size=8, progress=False)
+    elsewhere = write_image_folder(tmp_path / "sandbox" / "photos", n_train=4)
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(isolated_data_dir))
+    monkeypatch.setenv(config.SHARED_DATA_ENV, str(shared))
+    shared_files = sorted((p, p.stat().st_mtime_ns) for p in shared.rglob("*"))
+    lent = data.load_image_folder(elsewhere, size=8, progress=False)
+    assert torch.equal(lent.train.images, original.train.images) and len(lent.train) == 6
+    assert sorted((p, p.stat().st_mtime_ns) for p in shared.rglob("*")) == shared_files
+    assert not (isolated_data_dir / "cache").exists() or not any((isolated_data_dir / "cache").iterdir())
+    # another size is not in the shared folder: decoded from the given copy, into the own data folder
+    assert len(data.load_image_folder(elsewhere, size=4, progress=False).train) == 8
+    assert len(list((isolated_data_dir / "cache").glob("photos-4px-*.pt"))) == 1

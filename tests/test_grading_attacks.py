@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("nbgrader", reason="instructor tools not installed: python3 course.py install --instructor")
 from course_lib import checks, config, grading  # noqa: E402
-from course_lib.sandbox import bubblewrap_problem  # noqa: E402
+from course_lib.sandbox import Sandbox, bubblewrap_problem, copy_course_lib  # noqa: E402
 
 SOLUTION_MARK = "SOLUTION-ONLY-TEXT-7f3a"  # in the tiny lesson's solution: must never reach a kernel or feedback
 CLASSMATE_MARK = "CLASSMATE-ANSWER-91c2"  # in an honest student's answer: no other student may see it
@@ -326,3 +326,33 @@ def test_no_sandbox_grades_one_trusted_learner_in_a_plain_subprocess(tmp_path):
                                    timeout=60, isolated=False, progress=False)
     assert [r.scores for r in results] == [STEP_ONLY]
     assert "diverged" in results[0].messages["converging_lr_tests"]
+
+
+def test_the_shared_data_folder_is_lent_read_only(tmp_path):
+    """The grader's prepared data (grading.shared_data) is readable in every sandbox and writable by none,
+    even where its files' own permissions would let anyone write."""
+    problem = bubblewrap_problem()
+    if problem and not os.environ.get("CI"):
+        pytest.skip(f"bubblewrap cannot run here: {problem}")
+    shared = tmp_path / "shared"
+    (shared / "cache").mkdir(parents=True)
+    (shared / "cache" / "decoded.pt").write_text("prepared by the grader")
+    for path in [shared, *shared.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, pathlib\n"
+        "lent = pathlib.Path(os.environ['COURSE_SHARED_DATA']) / 'cache'\n"
+        "print('read:', (lent / 'decoded.pt').read_text())\n"
+        "for attempt in (lambda: (lent / 'decoded.pt').write_text('tampered'), lambda: (lent / 'new.pt').write_text('x')):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('written')\n"
+        "    except OSError as e:\n"
+        "        print('refused:', type(e).__name__)")])
+    nb.metadata = tiny_lesson().metadata
+    sandbox = Sandbox(copy_course_lib(tmp_path / "lib"), shared_data=shared)
+    _, executed, events = grading.execute(nb, sandbox, 60, 120)
+    said = "".join(o.get("text", "") for o in executed.cells[0].outputs)
+    assert said.splitlines() == ["read: prepared by the grader", "refused: OSError", "refused: OSError"], (said, events)
+    assert (shared / "cache" / "decoded.pt").read_text() == "prepared by the grader"
+    assert sorted(p.name for p in shared.rglob("*")) == ["cache", "decoded.pt"]

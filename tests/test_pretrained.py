@@ -60,3 +60,20 @@ def test_source_model_never_sees_an_image_a_lesson_validates_on(mode, monkeypatc
     # the source classes only, and their labels are the five source classes
     names = [data.CIFAR10_CLASSES[int(train_part.labels[i])] for i in used]
     assert set(names) == set(pretrained.SOURCE_CLASSES)
+
+
+def test_the_source_model_is_read_from_the_shared_data_folder_when_not_in_ones_own(fast, monkeypatch, tmp_path):
+    """A grader prepares the fast-mode source model once; sandboxes read it there and train none."""
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(own))
+    name = "checkpoints/resnet18-cifar5-source-v2-fast.pt"
+    assert pretrained.source_checkpoint_path() == own / name
+    monkeypatch.setenv(config.SHARED_DATA_ENV, str(shared))
+    assert pretrained.source_checkpoint_path() == own / name  # the shared folder does not hold one
+    (shared / "checkpoints").mkdir(parents=True)
+    train.save_checkpoint(shared / name, models.build_resnet18(5), meta={"fast_mode": True})
+    monkeypatch.setattr(data, "load_cifar10", lambda *a, **k: pytest.fail("trained instead of reading the shared model"))
+    assert pretrained.pretrain_source_model(progress=False) == shared / name
+    (own / "checkpoints").mkdir(parents=True)
+    (own / name).write_bytes((shared / name).read_bytes())
+    assert pretrained.source_checkpoint_path() == own / name  # one's own comes first

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RESULT_MARKERS = ("TEST accuracy", "test accuracy:", "the recipe reports", "chosen on validation")
+from machine import header  # noqa: E402  (benchmarks/ is the script's folder)
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+RESULT_MARKERS = ("epoch(s); one epoch", "TEST accuracy", "test accuracy", "the recipe reports", "chosen on validation",
+                  "this lesson ran", "(planned:", "its validation accuracy on its own")
 
 
 def execute(path: Path, env: dict, keep: Path | None) -> tuple[float, list[str], str | None]:
@@ -64,13 +56,17 @@ def main() -> int:
     parser.add_argument("--lessons", nargs="*", default=None, help="lesson file stems (default: all in source/)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the course's choice)")
     parser.add_argument("--keep", type=Path, default=None, help="folder for the executed notebooks")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data folder to use and keep (default: a throwaway one); a source model already "
+                             "pretrained there is reused, and the table says so")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lesson_times.md")
     args = parser.parse_args()
     import torch
 
     lessons = [p for p in sorted((ROOT / "source").glob("*.ipynb"))
                if args.lessons is None or p.stem in args.lessons]
-    with tempfile.TemporaryDirectory(prefix="lesson-times-") as data_dir:
+    with tempfile.TemporaryDirectory(prefix="lesson-times-") as throwaway:
+        data_dir = str(args.data_dir or throwaway)
         env = {"COURSE_DATA_DIR": data_dir, "MPLBACKEND": "Agg", "COURSE_FAST": "0"}
         if args.threads:
             env["COURSE_THREADS"] = str(args.threads)
@@ -83,17 +79,22 @@ def main() -> int:
         batch = (torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
         speed = train.step_throughput(models.build_resnet18(10), [batch] * 4, device=config.get_device())
         rows = []
-        if any("pretrained." in p.read_text() for p in lessons):  # lessons 2 and 3 start from the source model
+        needs_source_model = any("pretrained." in p.read_text() for p in lessons)  # lessons 2 and 3 do
+        if needs_source_model and pretrained.source_checkpoint_path().exists():
+            made = train.load_checkpoint(pretrained.source_checkpoint_path())
+            history = train.History.from_dict(made["history"])
+            rows.append(("one-off: pretraining the course's source model, in an earlier run in --data-dir (its time "
+                         "read from the checkpoint's history: the sum of its epochs)", sum(history["seconds"]),
+                         [f"{len(history)} epoch(s), {history.status()}"], None))
+        elif needs_source_model:
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],
-                           check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            rows.append(("one-off: pretraining the course's source model", time.perf_counter() - start, [], None))
+            run = subprocess.run([sys.executable, "-c", "from course_lib import pretrained; pretrained.pretrain_source_model()"],
+                                 check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+            plan = [l.strip() for l in run.stdout.splitlines() if any(m in l for m in RESULT_MARKERS)]
+            rows.append(("one-off: pretraining the course's source model", time.perf_counter() - start, plan, None))
         for path in lessons:
             rows.append((path.stem, *execute(path, env, args.keep)))
-    threads = config.torch_threads()
-    lines = [f"Measured by `python benchmarks/lesson_times.py{''.join(' ' + a for a in sys.argv[1:])}` "
-             f"on {time.strftime('%Y-%m-%d')}: {cpu_model()}, {threads} torch thread(s), torch {torch.__version__}, "
-             f"device {config.get_device().type}, normal mode; this machine trains ResNet18 at 32 px at "
+    lines = [f"{header(config.get_device(), config.torch_threads())}, normal mode; this machine trains ResNet18 at 32 px at "
              f"{speed:,.0f} images/s (a training step on a batch of 256).", "",
              "| lesson | wall time | results printed by the run |", "| --- | --- | --- |"]
     for name, seconds, results, error in rows:

@@ -392,18 +392,22 @@ class TensorBatches:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, *, shuffle: bool = False,
-                 drop_last: bool = False, device=None, seed: int = 0, repeats: int = 1):
+                 drop_last: bool = False, device=None, seed: int = 0, steps: int | None = None):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} inputs for {len(y)} labels")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.repeats = repeats  # passes over the data per iteration: an "epoch" of a tiny set can be longer
+        # batches per iteration when given: full batches drawn from consecutive shuffles, so an "epoch" of a
+        # tiny set can be longer than one pass, and sets of any size get the same number of steps
+        self.steps = steps
         self.device = torch.device(device) if device is not None else x.device
         self.generator = torch.Generator().manual_seed(seed)
         self._x, self._y = x.to(self.device), y.to(self.device)
 
     def __len__(self) -> int:
+        if self.steps is not None:
+            return self.steps
         n = len(self._y)
-        return self.repeats * (n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size))
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def to(self, device, channels_last: bool | None = None) -> "TensorBatches":
         """Move the data to `device` once (in place, like nn.Module.to)."""
@@ -420,12 +424,12 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self._y)
-        for _ in range(self.repeats):
-            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-            order = order.to(self.device)
-            for i in range(len(self) // self.repeats):
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.transform(self._x[idx]), self._y[idx]
+        passes = 1 if self.steps is None else math.ceil(self.steps * self.batch_size / n)
+        order = torch.cat([torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+                           for _ in range(passes)]).to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.transform(self._x[idx]), self._y[idx]
 
 
 class Batches(TensorBatches):
@@ -438,9 +442,9 @@ class Batches(TensorBatches):
     def __init__(self, data: ImageData, batch_size: int = 256, *, shuffle: bool = False,
                  drop_last: bool = False, augment: bool = False, crop_padding: int = 4,
                  normalize="cifar", size: int | None = None, device=None, seed: int = 0,
-                 channels_last: bool = False, repeats: int = 1):
+                 channels_last: bool = False, steps: int | None = None):
         super().__init__(data.images, data.labels, batch_size, shuffle=shuffle, drop_last=drop_last,
-                         device=device or "cpu", seed=seed, repeats=repeats)
+                         device=device or "cpu", seed=seed, steps=steps)
         self.data = data
         self.augment, self.crop_padding, self.size = augment, crop_padding, size
         self.channels_last = channels_last

@@ -62,11 +62,10 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
     device = torch.device(device) if device is not None else config.get_device()
     body = body_upto(model, upto)
     was_training = model.training
-    prepare(body, device)
+    _, channels_last = prepare(body, device)
     body.eval()
     autocast, _ = autocast_for(device)
-    batches = Batches(data, batch_size, normalize=normalize, size=size, device=device,
-                      channels_last=device.type == "cuda")
+    batches = Batches(data, batch_size, normalize=normalize, size=size, device=device, channels_last=channels_last)
     out = []
     for x, _ in tqdm(batches, desc=f"features up to {upto}", disable=not progress, leave=False):
         with autocast:
@@ -81,14 +80,14 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
 
 def fit_head(model: nn.Module, train_data: ImageData, val_data: ImageData | None = None, *, epochs: int,
              lr: float, batch_size: int = 256, normalize="cifar", size: int | None = None, seed: int = 0,
-             repeats: int = 1, device=None, progress: bool = True, desc: str = "head on cached features") -> History:
+             steps: int | None = None, device=None, progress: bool = True, desc: str = "head on cached features") -> History:
     """Freeze everything but `model.fc` (BatchNorm included) and train the head on cached features of the
-    frozen backbone: one backbone pass, then milliseconds per epoch. The model is left frozen. `repeats`:
-    passes over the training features per epoch (to give the head as many steps as other strategies get)."""
+    frozen backbone: one backbone pass, then milliseconds per epoch. The model is left frozen. `steps`:
+    batches per epoch (to give the head as many steps as other strategies get; default one pass)."""
     freeze(model, "layer4")
     kw = dict(normalize=normalize, size=size, device=device, progress=progress)
     train_batches = TensorBatches(extract_features(model, train_data, **kw), train_data.labels,
-                                  min(batch_size, len(train_data)), shuffle=True, seed=seed, repeats=repeats)
+                                  min(batch_size, len(train_data)), shuffle=True, seed=seed, steps=steps)
     val_batches = None
     if val_data is not None:
         val_batches = TensorBatches(extract_features(model, val_data, **kw), val_data.labels, 1000)

@@ -5,12 +5,13 @@ every layer under a one-cycle schedule, discriminative rates optional), mistakes
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from . import config, data, features, models, pretrained, train
+from . import budget, config, data, features, models, pretrained, train
 
 
 # ------------------------------------------------------------------------------- resolution, cost
@@ -27,21 +28,26 @@ def flops_per_image(model: nn.Module, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, device=None,
-                     batch_size: int | None = None, batches: int = 6, timings: int = 3) -> list[dict]:
+def resolution_costs(sizes=(32, 64, 128, 224), *, n_images: int = 45_000, images: data.ImageData | None = None,
+                     device=None, batch_size: int | None = None, batches: int = 6, timings: int = 3) -> list[dict]:
     """Per resolution: forward-pass GFLOPs per image (2 per multiply-add), training images/s (the median of
     `timings` timings of `batches` steps each, after a warm-up step: one short timing is at the mercy of
     whatever else the machine does) at the batch size in the row's "batch", and the epoch time it implies
-    for n_images."""
+    for n_images. With `images`, each step takes a fresh augmented, normalized batch of them, as fine-tuning
+    does, so the time of preparing batches is counted too; else random tensors. On a CPU the batch is
+    fine-tuning's 128 at 32 px and smaller for more pixels, to keep the measurement short."""
     device = torch.device(device) if device is not None else config.get_device()
     rows = []
     for size in sizes:
         model = models.build_resnet18(10)
         gflops = flops_per_image(model, size) / 1e9
-        bs = batch_size or (256 if device.type == "cuda" else max(8, min(64, 64 * 32 * 32 // (size * size) * 4)))
-        batch = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))
-        ips = statistics.median(train.step_throughput(model, [batch] * (batches + 1), device=device)
-                                for _ in range(timings))
+        bs = batch_size or (256 if device.type == "cuda" else max(8, 128 * 32 * 32 // (size * size)))
+        if images is not None:
+            steps = data.Batches(images.subset(range(min(len(images), bs * (batches + 1)))), bs, shuffle=True,
+                                 augment=True, drop_last=True, size=size, device=device)
+        else:
+            steps = [(torch.randn(bs, 3, size, size, device=device), torch.randint(0, 10, (bs,), device=device))] * (batches + 1)
+        ips = statistics.median(train.step_throughput(model, steps, device=device) for _ in range(timings))
         rows.append({"size": size, "gflops": gflops, "batch": bs, "images_per_s": ips,
                      "epoch_seconds": n_images / ips})
     return rows
@@ -66,6 +72,45 @@ def largest_size_within(costs: list[dict], budget_seconds: float, epochs: int) -
     """The largest resolution whose `epochs` fit in the budget (None if even the smallest does not)."""
     fitting = [r["size"] for r in costs if r["epoch_seconds"] * epochs <= budget_seconds]
     return max(fitting) if fitting else None
+
+
+# A real fine-tuning epoch (shuffling, per-group optimizer, scheduler, checkpoint, live plot, a machine that is
+# not only training) costs more than the timed steps it is planned from: lesson 3's normal-mode run on a 2-core
+# CPU took 10.8 min for 2 epochs planned at 8.9 (benchmarks/results/lesson_times.md, 2026-11-29 run).
+FIT_OVERHEAD = 1.2
+
+
+@dataclass(frozen=True)
+class LessonWork:
+    """What lesson 3 trains on and evaluates besides its fine-tuning epochs, so a plan can budget for it."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    sweep_images: int  # the learning-rate sweep's training images
+    leak_train_images: int  # the leaky-recipe demo's training images (all its epochs)
+    leak_eval_images: int
+
+    def rest_seconds(self, row: dict) -> float:
+        """Seconds outside the fine-tuning epochs at a resolution_costs row's speed: the head warm-up's
+        feature pass over training and validation images, the rate sweep, the source model's normalization
+        check (half the validation images, twice), the test evaluation and the leaky-recipe demo."""
+        return budget.training_seconds(self.sweep_images + self.leak_train_images,
+                                       self.n_train + 2 * self.n_val + self.n_test + self.leak_eval_images,
+                                       row["images_per_s"])
+
+    def epoch_seconds(self, row: dict) -> float:
+        """One fine-tuning epoch with its validation, at a resolution_costs row's speed, FIT_OVERHEAD included."""
+        return budget.training_seconds(self.n_train * FIT_OVERHEAD, self.n_val, row["images_per_s"])
+
+
+def plan_fine_tuning(row: dict, work: LessonWork, budget_seconds: float, spent_seconds: float, *,
+                     max_epochs: int) -> budget.Plan:
+    """As many fine-tuning epochs (up to the recipe's max_epochs) as the budget leaves at this resolution,
+    after what the lesson has spent so far and the rest of its work: the one-cycle schedule is then built
+    for these epochs, so a shorter plan is still a complete schedule."""
+    return budget.plan_epochs(f"fine-tuning at {row['size']} px", work.epoch_seconds(row), budget_seconds,
+                              max_epochs=max_epochs, other_seconds=spent_seconds + work.rest_seconds(row))
 
 
 # ------------------------------------------------------------------------------------ the weights
@@ -155,26 +200,33 @@ def describe_rates(model: nn.Module, groups: list[dict]) -> str:
 PEAK_FACTOR, PEAK_LOW, PEAK_HIGH = 4, 0.02, 0.1
 
 
-def onecycle_peak(suggestion: float, low: float = PEAK_LOW, high: float = PEAK_HIGH) -> float:
+def onecycle_peak(suggestion: float | None, low: float = PEAK_LOW, high: float = PEAK_HIGH) -> float:
     """One-cycle's peak from lr_find's steepest-descent rate: PEAK_FACTOR (4) times it, kept within
-    [low, high]. The course's default, a heuristic, not a derivation and not chosen on validation: the
-    README's comparison behind it was made on test accuracy with an earlier source model and is due to be
-    remeasured on validation, so it is a hint, not a law for this or other tasks."""
+    [low, high]; the floor when the sweep found no descending region. The course's default, a heuristic,
+    not a derivation and not chosen on validation: a hint, not a law for this or other tasks."""
+    if suggestion is None:
+        return low
     return min(max(PEAK_FACTOR * suggestion, low), high)
 
 
-def describe_peak(suggestion: float, peak: float, lowest_loss_lr: float,
+def describe_peak(suggestion: float | None, peak: float, lowest_loss_lr: float,
                   low: float = PEAK_LOW, high: float = PEAK_HIGH) -> str:
-    """Says what set one-cycle's peak: the sweep (PEAK_FACTOR x its suggestion) or a bound of the clamp, and
-    how the peak compares with the rate of the sweep's lowest loss."""
-    raw = PEAK_FACTOR * suggestion
-    if raw < low:
-        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}, raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
-    elif raw > high:
-        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}, lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
+    """Says what the sweep found, what set one-cycle's peak (the sweep, PEAK_FACTOR x its suggestion, or a
+    bound of the clamp), and how the peak compares with the rate of the sweep's lowest loss."""
+    if suggestion is None:
+        what = (f"no descending region: the smoothed loss never fell {100 * train.DESCENT_MIN_DROP:g}% below "
+                f"its early values, so the sweep suggests nothing and the floor {peak:.3g} set the peak")
     else:
-        what = f"{PEAK_FACTOR} × {suggestion:.3g} = {peak:.3g}, within [{low:g}, {high:g}]: the sweep set the peak"
-    return f"{what}\npeak / rate of the lowest loss: {peak:.3g} / {lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}"
+        raw = PEAK_FACTOR * suggestion
+        what = f"steepest descent at {suggestion:.3g}; {PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}"
+        if raw < low:
+            what += f", raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
+        elif raw > high:
+            what += f", lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
+        else:
+            what += f", within [{low:g}, {high:g}]: the sweep set the peak"
+    return (f"{what}\nlowest smoothed loss at {lowest_loss_lr:.3g}; peak / that rate: "
+            f"{peak:.3g} / {lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}")
 
 
 def onecycle_rates(peak: float, total_steps: int) -> list[float]:

@@ -274,11 +274,14 @@ class LivePlot:
 
 
 def plot_lr_find(result, used: float | None = None, title: str = "learning-rate finder"):
-    """Smoothed loss against learning rate (log scale), with the suggestion marked, and the rate actually
+    """Smoothed loss against learning rate (log scale), with the suggestion (if any) marked, and the rate actually
     used (`used`, e.g. a one-cycle peak derived from the suggestion) when given."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(result.lrs, result.losses)
-    ax.axvline(result.suggestion, color="crimson", ls="--", label=f"suggestion {result.suggestion:.2g}")
+    if result.suggestion is not None:
+        ax.axvline(result.suggestion, color="crimson", ls="--", label=f"suggestion {result.suggestion:.2g}")
+    else:
+        title += " (no descending region: no suggestion)"
     if used is not None:
         ax.axvline(used, color="black", ls=":", label=f"rate used {used:.2g}")
     ax.set_xscale("log"), ax.set_xlabel("learning rate"), ax.set_ylabel("smoothed loss"), ax.set_title(title)

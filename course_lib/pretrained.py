@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import config, data, models, train
+from . import budget, config, data, models, train
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
@@ -31,26 +31,40 @@ def source_task(splits: data.Splits, seed: int = 0) -> tuple[data.ImageData, dat
     return data.train_val_split(source, n_val=config.pick(2500, 50), seed=seed)
 
 
-def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | None = None, force: bool = False,
+PRETRAIN_BUDGET_MINUTES = 10  # the one-off pretraining's share of a learner's time
+
+
+def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | None = None,
+                          budget_minutes: float = PRETRAIN_BUDGET_MINUTES, force: bool = False,
                           progress: bool = True, seed: int = 0) -> Path:
     """Train ResNet18 (ImageNet-style stem, 32 px) on the five source classes; cached after the first run.
 
     Normal mode: the source classes' images in the course split's training part, less 2,500 to validate
-    on, `epochs` (default 12) of one-cycle SGD with flip/crop. Label smoothing 0.1 trains towards 0.9 for
-    the true class (and 0.025 for each other) instead of 1: the model is not pushed to infinite
-    confidence, which tends to leave features that transfer better. Fast mode: 100 images per class, 1 epoch.
+    on, one-cycle SGD with flip/crop for `epochs`, or else as many epochs as fit `budget_minutes` on this
+    machine (measured before training, at least 2, at most 12), announced before it starts. Label smoothing
+    0.1 trains towards 0.9 for the true class (and 0.025 for each other) instead of 1: the model is not
+    pushed to infinite confidence (a choice made once, not measured for transfer). Fast mode: 100
+    images per class, 1 epoch.
     """
     path = source_checkpoint_path()
     if path.exists() and not force:
         models.read_state_dict(path)  # a damaged file is an error here, not a surprise later
         return path
-    config.seed_everything(seed)
     fit_part, val_part = source_task(splits or data.load_cifar10(), seed)
-    epochs = epochs or config.pick(12, 1)
     device = config.get_device()
+    fit_batches = data.Batches(fit_part, 256, shuffle=True, augment=True, drop_last=True, seed=seed)
+    if epochs is None:
+        probe = next(iter(data.Batches(fit_part, 256, shuffle=True, augment=True, drop_last=True, seed=seed + 1)))
+        speed = train.step_throughput(models.build_resnet18(len(SOURCE_CLASSES)), [probe] * 4, device=device)
+        plan = budget.plan_epochs(
+            "pretraining the course's source model (once; cached afterwards)",
+            budget.training_seconds(len(fit_batches) * fit_batches.batch_size, len(val_part), speed),
+            budget_minutes * 60, max_epochs=config.pick(12, 1), min_epochs=config.pick(2, 1))
+        print(plan.describe(), flush=True)
+        epochs = plan.epochs
+    config.seed_everything(seed)
     model = models.build_resnet18(len(SOURCE_CLASSES))
-    history = train.fit(model, data.Batches(fit_part, 256, shuffle=True, augment=True, drop_last=True, seed=seed),
-                        data.Batches(val_part, 500), epochs=epochs, lr=0.1, label_smoothing=0.1,
+    history = train.fit(model, fit_batches, data.Batches(val_part, 500), epochs=epochs, lr=0.1, label_smoothing=0.1,
                         device=device, progress=progress, desc="pretraining the source model")
     if history.diverged:
         raise RuntimeError(history.diverged)

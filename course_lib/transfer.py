@@ -3,13 +3,14 @@ and the same budget; the BatchNorm trap; what the pretrained features see; the f
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import config, data, features, models, pretrained, train
+from . import budget, config, data, features, models, pretrained, train
 
 
 @dataclass
@@ -79,13 +80,12 @@ def _batches(task: Task, part: str, shuffle: bool, seed: int, device):
     return evaluation_batches(task, getattr(task, part), device)
 
 
-def training_batches(task: Task, device=None, seed: int = 0, batch_size: int = 64) -> data.Batches:
-    """Shuffled, augmented batches of the task's training images; a few-label set is repeated so that
-    an epoch shows at least EPOCH_IMAGES images."""
+def training_batches(task: Task, device=None, seed: int = 0) -> data.Batches:
+    """Shuffled, augmented batches of the task's training images: epoch_steps() batches of BATCH_SIZE per
+    epoch, drawn from consecutive shuffles, whatever the label budget."""
     d = task.train
-    return data.Batches(d, min(batch_size, len(d)), shuffle=True, augment=True, drop_last=True,
-                        normalize=task.normalization, size=task.size, device=device, seed=seed,
-                        repeats=max(1, -(-epoch_images() // len(d))))
+    return data.Batches(d, min(BATCH_SIZE, len(d)), shuffle=True, augment=True, normalize=task.normalization,
+                        size=task.size, device=device, seed=seed, steps=epoch_steps())
 
 
 def evaluation_batches(task: Task, images: data.ImageData, device=None) -> data.Batches:
@@ -102,17 +102,27 @@ STRATEGIES = {
     "linear probe": ("the head only, on cached features of the frozen backbone", 0.05),
     "fine-tune layer4": ("layer4 and the head; stem..layer3 frozen", 0.02),
     "fine-tune all": ("every layer, from the pretrained weights", 0.01),
-    "warm-up, then all": ("the head at 10x lr for the first third of the epochs, then everything at lr", 0.01),
+    "warm-up, then all": ("the head at 10x lr for a third of the epochs (at least one), then everything at lr", 0.01),
     "discriminative rates": ("everything; each earlier stage at 0.4x the next one's rate", 0.02),
 }
 
 
-EPOCH_IMAGES = 1000  # a training "epoch" shows at least this many images (a few-label set repeats)
+# A training "epoch" of this lesson is EPOCH_STEPS optimizer steps of BATCH_SIZE images for every strategy and
+# label budget: a few-label set is shown several times (reshuffled), so budgets differ in labels, not in steps.
+BATCH_SIZE = 50  # the smallest budget's whole training set: 10 labels x 5 classes
+EPOCH_STEPS = 20
 
 
-def epoch_images() -> int:
-    """EPOCH_IMAGES, or a fifth of it in fast mode (same code, fewer steps)."""
-    return config.pick(EPOCH_IMAGES, max(1, EPOCH_IMAGES // 5))
+def epoch_steps() -> int:
+    """EPOCH_STEPS, or a fifth of it in fast mode (same code, fewer steps)."""
+    return config.pick(EPOCH_STEPS, max(1, EPOCH_STEPS // 5))
+
+
+def warm_up_split(epochs: int) -> tuple[int, int]:
+    """Epochs of "warm-up, then all": (head only, then everything). A third on the head, at least one each,
+    so a short budget still runs both phases (2 epochs: one and one)."""
+    warm = max(1, epochs // 3)
+    return warm, max(1, epochs - warm)
 
 
 def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None, seed: int = 0, device=None,
@@ -131,18 +141,18 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
     train_b = _batches(task, "train", True, seed, device)
     val_b = _batches(task, "val", False, seed, device)
     if name == "linear probe":
-        history = features.fit_head(model, task.train, task.val, epochs=epochs, lr=lr, batch_size=64,
+        history = features.fit_head(model, task.train, task.val, epochs=epochs, lr=lr, batch_size=BATCH_SIZE,
                                     normalize=task.normalization, size=task.size, seed=seed,
-                                    repeats=training_batches(task).repeats, **fit_kw)  # as many steps as the others
+                                    steps=epoch_steps(), **fit_kw)  # as many steps as the others
         trainable = sum(p.numel() for p in model.fc.parameters())
     elif name == "warm-up, then all":
-        warm = max(1, epochs // 3)  # both phases run, however short the budget
+        warm, rest = warm_up_split(epochs)
         models.freeze(model, "layer4")
         first = train.fit(model, train_b, val_b, epochs=warm, lr=10 * lr, **dict(fit_kw, desc=fit_kw["desc"] + " (head)"))
         models.unfreeze(model)
         trainable = models.trainable_parameters(model)
         # the row reports the phase whose best epoch the returned model holds: the second one
-        history = first if first.diverged else train.fit(model, train_b, val_b, epochs=max(1, epochs - warm), lr=lr,
+        history = first if first.diverged else train.fit(model, train_b, val_b, epochs=rest, lr=lr,
                                                          **dict(fit_kw, desc=fit_kw["desc"] + " (all)"))
     else:
         if name == "fine-tune layer4":
@@ -154,6 +164,53 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
            "val_acc": None if history.diverged else history.best_val_acc, "diverged": history.status() if history.diverged else None,
            "trainable_params": trainable, "seconds": time.perf_counter() - t0, "seed": seed}
     return row, model
+
+
+def strategy_speeds(task: Task, device=None) -> dict[str, float]:
+    """Training images/s of this task's batches with everything trainable ("all"), stem..layer3 frozen
+    ("layer4") and only the head trainable ("head"), measured on a few steps: what a plan of the lesson's
+    runs is built from."""
+    device = torch.device(device) if device is not None else config.get_device()
+    batch = next(iter(training_batches(task, device)))
+    return {name: train.step_throughput(models.freeze(models.build_resnet18(task.num_classes), depth), [batch] * 4,
+                                        device=device)
+            for name, depth in (("all", 0), ("layer4", "layer3"), ("head", "layer4"))}
+
+
+def strategy_epoch_seconds(name: str, task: Task, speeds: dict[str, float]) -> float:
+    """Expected seconds of one epoch of a strategy (validation included) at measured speeds. "Warm-up, then
+    all" is counted as if every epoch trained everything (its head-only epochs cost less: an upper bound, as
+    its split depends on the epochs planned), and the linear probe trains on cached features (one backbone
+    pass, counted here as if spread over a single epoch)."""
+    batches = training_batches(task)
+    train_images = len(batches) * batches.batch_size
+    val_images = len(task.val)
+    per_image = {"from scratch": 1 / speeds["all"], "fine-tune all": 1 / speeds["all"],
+                 "discriminative rates": 1 / speeds["all"], "fine-tune layer4": 1 / speeds["layer4"],
+                 "warm-up, then all": 1 / speeds["all"], "linear probe": 0.0}[name]
+    passes = (len(task.train) + val_images) / (budget.EVAL_SPEEDUP * speeds["all"])
+    return train_images * per_image + budget.training_seconds(0, val_images, speeds["all"]) + (
+        passes if name == "linear probe" else 0.0)
+
+
+def plan_lesson(splits: data.Splits, weights, labels_per_class, *, budget_seconds: float, spent_seconds: float,
+                max_epochs: int, trap_epochs: int, learner_epochs: int, test_images: int, seeds: int = 3,
+                size: int | None = None, device=None) -> budget.Plan:
+    """Lesson 2's epochs (every strategy at every label budget, the seed spread of two strategies at the
+    smallest budget, and the freeze sweep over six depths at half the epochs), planned from speeds measured
+    here so that the lesson fits `budget_seconds`. Its fixed work (the BatchNorm trap, the learner's own loop,
+    the test measurements: `test_images` evaluated in all) is estimated at the same speeds and budgeted too."""
+    tasks = {n: make_task(splits, weights, n, size=size) for n in labels_per_class}
+    fewest = tasks[min(labels_per_class)]
+    speeds = strategy_speeds(fewest, device)
+    per_epoch = sum(strategy_epoch_seconds(name, t, speeds) for t in tasks.values() for name in STRATEGIES)
+    full = strategy_epoch_seconds("fine-tune all", fewest, speeds)
+    per_epoch += 2 * seeds * full + 6 * full / 2  # the seed spread, the freeze sweep
+    epoch_images = epoch_steps() * BATCH_SIZE
+    fixed = (2 * trap_epochs * epoch_images / speeds["head"] + learner_epochs * epoch_images / speeds["layer4"]
+             + budget.training_seconds(0, test_images, speeds["all"]))
+    return budget.plan_epochs("each of this lesson's training runs", per_epoch, budget_seconds, max_epochs=max_epochs,
+                              other_seconds=spent_seconds + fixed, per_epoch="one epoch of all of them together")
 
 
 @dataclass
@@ -200,6 +257,30 @@ def seed_spread(splits: data.Splits, weights, labels_per_class: int, strategies,
 
 def _percent(value) -> str:
     return "diverged" if value is None else f"{100 * value:.1f}%"
+
+
+def difference_noise(accuracy: float, images: int) -> float:
+    """Two standard errors of the difference between two accuracies near `accuracy`, each measured on
+    `images` images (binomial): a difference smaller than this is within noise. Conservative for two
+    models scored on the same images."""
+    return 2 * math.sqrt(2 * accuracy * (1 - accuracy) / images)
+
+
+def gains_over_scratch(rows: list[dict], spread: dict[str, list], labels_per_class) -> dict[int, dict]:
+    """Transfer's gain per label budget: "fine-tune all" minus "from scratch" on validation. Where the seed
+    spread ran both (the smallest budget), the gain is the mean over its seeds and `seed_range` says how far
+    the gain itself moved between seeds; elsewhere it is one seed's difference. A diverged run gives None."""
+    out = {}
+    for n in labels_per_class:
+        full, scratch = accuracy_of(rows, "fine-tune all", n), accuracy_of(rows, "from scratch", n)
+        seeds = [f - s for f, s in zip(spread.get("fine-tune all", []), spread.get("from scratch", []))
+                 if f is not None and s is not None]
+        if n == min(labels_per_class) and seeds and len(seeds) == len(spread["fine-tune all"]):
+            out[n] = {"gain": sum(seeds) / len(seeds), "seeds": len(seeds), "seed_range": max(seeds) - min(seeds)}
+        else:
+            out[n] = {"gain": None if full is None or scratch is None else full - scratch, "seeds": 1,
+                      "seed_range": None}
+    return out
 
 
 def results_table(rows: list[dict]) -> str:
@@ -305,7 +386,7 @@ class FreezeExperiment:
             model = models.freeze(models.build_resnet18(self.task.num_classes, weights=self.task.weights), depth)
             batch = next(iter(_batches(self.task, "train", True, self.seed, self.device)))
             self._throughput[depth] = train.step_throughput(model, [batch] * 3, device=self.device)
-        images = self.epochs * max(epoch_images(), len(self.task.train))
+        images = self.epochs * epoch_steps() * BATCH_SIZE
         eval_images = self.epochs * len(self.task.val)
         return images / self._throughput[depth] + eval_images / (3 * self._throughput[depth])
 

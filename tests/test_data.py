@@ -298,10 +298,12 @@ def test_real_cifar10_second_load_comes_from_the_cache(cifar10, monkeypatch):
     assert torch.equal(again.test.images[:100], cifar10.test.images[:100])
 
 
-def test_repeats_make_a_longer_epoch_of_a_tiny_set():
-    d = data.synthetic_images(n_per_class=5, num_classes=2)
-    loader = data.Batches(d, 4, shuffle=True, drop_last=True, repeats=3, normalize=None)
+def test_steps_make_an_epoch_of_full_batches_of_any_set():
+    d = data.synthetic_images(n_per_class=1, num_classes=10)  # 10 images, the label names the image
+    loader = data.Batches(d, 4, shuffle=True, steps=6, normalize=None)
     ys = [y for _, y in loader]
-    assert len(loader) == len(ys) == 6
-    first, second = torch.cat(ys[:2]), torch.cat(ys[2:4])
-    assert len(first) == 8 and not torch.equal(first, second)  # each pass is reshuffled
+    assert len(loader) == len(ys) == 6 and all(len(y) == 4 for y in ys)
+    shown = torch.bincount(torch.cat(ys), minlength=10)
+    assert set(shown.tolist()) <= {2, 3} and shown.sum() == 24  # 24 draws from 3 shuffles: two full passes
+    assert not torch.equal(torch.cat(ys[:2]), torch.cat(ys[2:4]))  # consecutive shuffles differ
+    assert [len(y) for _, y in data.Batches(d, 4, steps=1, normalize=None)] == [4]

@@ -28,6 +28,13 @@ def test_resolution_costs_and_budget_choice():
     assert pipeline.default_resolution(torch.device("cuda")) == 128
 
 
+def test_resolution_costs_can_time_real_augmented_batches():
+    toy = data.synthetic_splits(n_train=40, n_test=4, num_classes=2)
+    (row,) = pipeline.resolution_costs((32,), n_images=500, images=toy.train, device="cpu", batch_size=8,
+                                       batches=2, timings=1)
+    assert row["batch"] == 8 and row["images_per_s"] > 0 and row["epoch_seconds"] == pytest.approx(500 / row["images_per_s"])
+
+
 def test_resolution_costs_reports_the_median_timing(monkeypatch):
     timings = iter([100.0, 300.0, 200.0])
     monkeypatch.setattr(pipeline.train, "step_throughput", lambda model, batches, device: next(timings))
@@ -46,6 +53,13 @@ def test_describe_peak_says_whether_a_bound_or_the_sweep_set_the_peak():
     assert floor.splitlines()[1].endswith(f"= {0.02 / 7.2e-5:.3g}")
     assert "the ceiling, not the sweep" in pipeline.describe_peak(1.0, 0.1, 0.5)
     assert "the sweep set the peak" in pipeline.describe_peak(0.01, pipeline.onecycle_peak(0.01), 0.05)
+
+
+def test_no_descending_region_leaves_the_peak_to_the_floor_and_says_so():
+    assert pipeline.onecycle_peak(None) == pipeline.PEAK_LOW
+    text = pipeline.describe_peak(None, pipeline.PEAK_LOW, 1e-5)
+    assert "no descending region" in text and "the floor 0.02 set the peak" in text
+    assert "steepest" not in text
 
 
 def test_onecycle_rates_follow_fits_schedule():

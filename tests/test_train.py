@@ -216,7 +216,8 @@ def test_lr_find_sweeps_and_suggests_within_range(toy):
     result = train.lr_find(model, batches(toy.train), start_lr=1e-4, end_lr=10, steps=30, device="cpu", progress=False)
     assert len(result.lrs) == len(result.losses) > 10
     assert all(b > a for a, b in zip(result.lrs, result.lrs[1:]))
-    assert 1e-4 <= result.suggestion <= 10
+    assert result.suggestion is not None and 1e-4 <= result.suggestion <= 10  # an untrained model descends
+    assert result.lowest_loss_lr == result.lrs[result.losses.index(min(result.losses))]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
@@ -224,6 +225,20 @@ def test_suggest_lr_finds_the_steepest_descent():
     lrs = [10 ** (-4 + i * 0.1) for i in range(40)]
     losses = [2.0 - 1.5 / (1 + math.exp(-(i - 20) / 2)) + (0.1 * (i - 32) ** 2 if i > 32 else 0) for i in range(40)]
     assert lrs[18] <= train.suggest_lr(lrs, losses) <= lrs[22]
+
+
+def test_suggest_lr_finds_no_descent_in_a_loss_that_only_rises():
+    """A warmed-up model's sweep: the smoothed loss is lowest at its first steps and then only rises. The
+    old rule named the second rate 'steepest descent'."""
+    lrs = [10 ** (-5 + i * 0.1) for i in range(60)]
+    rising = [1.0 + 0.002 * i + 0.001 * i * i for i in range(60)]
+    assert train.suggest_lr(lrs, rising) is None
+    noisy_start = [1.3, 0.9, 1.0] + rising[3:]  # a dip among the first batches is noise, not a descent
+    assert train.suggest_lr(lrs, noisy_start) is None
+    shallow = [1.0 - 0.0003 * i for i in range(40)] + [0.988 + 0.05 * i for i in range(20)]  # falls 1.2%: noise
+    assert train.suggest_lr(lrs, shallow) is None
+    real = [1.0 - 0.001 * i for i in range(40)] + [0.96 + 0.05 * i for i in range(20)]  # falls 4%
+    assert train.suggest_lr(lrs, real) is not None
 
 
 def test_predict_image_files_of_any_size(tmp_path, toy):
@@ -306,3 +321,29 @@ def test_history_plot_gives_train_and_validation_one_colour_each():
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
     assert colours[0]["train"] == colours[1]["train (augmented)"]
     assert colours[0]["validation"] == colours[1]["validation"] != colours[0]["train"]
+
+
+def test_a_blow_up_in_an_epochs_last_step_is_caught_on_validation(toy):
+    """The training-loss check runs before each step, so only validation can see the last step's damage."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+    one_step = data.Batches(toy.train, len(toy.train), shuffle=True, normalize=None, seed=0)  # one step per epoch
+    hist = train.fit(model, one_step, batches(toy.test, shuffle=False), epochs=2, lr=1e38, momentum=0.0,
+                     weight_decay=0.0, schedule="constant", device="cpu", progress=False)
+    assert hist.diverged is not None and "validation loss became" in hist.diverged and "after epoch 1" in hist.diverged
+    assert len(hist) == 0 and hist.best_val_acc is None and hist.status() == "diverged at step 1 (epoch 1)"
+
+
+def test_a_large_but_finite_validation_loss_is_not_called_a_divergence(toy, monkeypatch):
+    """From scratch at a high rate, BatchNorm's running statistics lag and validation losses spike (900 and more
+    were seen in lesson 2's from-scratch runs): that is not a divergence."""
+    real_evaluate = train.evaluate
+
+    def spiking(*args, **kwargs):
+        ev = real_evaluate(*args, **kwargs)
+        ev.loss = 1e4
+        return ev
+
+    monkeypatch.setattr(train, "evaluate", spiking)
+    hist = train.fit(small_model(), batches(toy.train), batches(toy.test, shuffle=False), epochs=2, lr=0.02,
+                     device="cpu", progress=False)
+    assert hist.diverged is None and len(hist) == 2 and hist["val_loss"] == [1e4, 1e4]

@@ -16,7 +16,7 @@ class NoTestAllowed:
 
 @pytest.fixture
 def splits(monkeypatch):
-    monkeypatch.setattr(transfer, "epoch_images", lambda: 48)  # two steps per epoch in either mode
+    monkeypatch.setattr(transfer, "epoch_steps", lambda: 2)  # two steps per epoch in either mode
     monkeypatch.setattr(data, "COURSE_VAL_SIZE", 30)  # the course split, at the synthetic data's scale
     return data.synthetic_splits(n_train=30, n_test=8, num_classes=3)
 
@@ -86,6 +86,22 @@ def test_strategies_run_reproducibly_and_every_phase_runs(task):
     assert probe["trainable_params"] == 512 * 3 + 3
     with pytest.raises(ValueError, match="unknown strategy"):
         transfer.run_strategy("magic", task, epochs=1)
+
+
+def test_every_label_budget_trains_the_same_steps_on_the_same_batch_size():
+    """An "epoch" at 10, 50 or 100 labels per class is the same 20 steps of 50 images (it was 1,000, 768 and
+    896 images when a set was repeated whole and the last partial batch of each repeat dropped)."""
+    def task(n):
+        labels = torch.arange(5).repeat_interleave(n)
+        part = data.ImageData(torch.zeros(len(labels), 3, 32, 32, dtype=torch.uint8), labels, list("abcde"))
+        return transfer.Task(part, part, "unused.pt")
+    for n in (10, 50, 100):
+        sizes = [len(y) for _, y in transfer.training_batches(task(n))]
+        assert sizes == [transfer.BATCH_SIZE] * transfer.epoch_steps(), n
+
+
+def test_warm_up_then_all_runs_both_phases_and_a_third_on_the_head():
+    assert [transfer.warm_up_split(e) for e in (1, 2, 3, 6, 15)] == [(1, 1), (1, 1), (1, 2), (2, 4), (5, 10)]
 
 
 def test_a_diverged_strategy_is_reported_as_diverged_never_as_an_accuracy(task, monkeypatch):
@@ -172,3 +188,26 @@ def test_freeze_explorer_widget_driven_without_a_browser(task, splits):
     assert "test accuracy" in explorer.test_result.value and "chosen on validation" in explorer.test_result.value
     explorer.depth.value = 2
     assert "stem, layer1" in explorer.frozen.value
+
+
+def test_difference_noise_is_two_standard_errors_of_a_difference():
+    # p = 0.5 on 500 images: one accuracy's standard error is sqrt(0.25 / 500) = 2.24 points, a difference's
+    # sqrt(2) times that, two of them 6.3 points; one image in 500 (0.2 points) is far inside it
+    assert transfer.difference_noise(0.5, 500) == pytest.approx(0.0632, abs=1e-4)
+    assert transfer.difference_noise(0.9, 500) < transfer.difference_noise(0.5, 500)
+    assert transfer.difference_noise(0.5, 5000) == pytest.approx(transfer.difference_noise(0.5, 500) / 10 ** 0.5)
+
+
+def test_transfer_gain_uses_the_seed_mean_where_seeds_ran():
+    rows = [{"strategy": s, "labels_per_class": n, "val_acc": a} for s, n, a in [
+        ("fine-tune all", 10, 0.56), ("from scratch", 10, 0.28), ("fine-tune all", 100, 0.576),
+        ("from scratch", 100, 0.442), ("fine-tune all", 50, None), ("from scratch", 50, 0.3)]]
+    spread = {"from scratch": [0.28, 0.38, 0.40], "fine-tune all": [0.56, 0.54, 0.58]}
+    gains = transfer.gains_over_scratch(rows, spread, (10, 50, 100))
+    assert gains[10]["gain"] == pytest.approx((0.28 + 0.16 + 0.18) / 3) and gains[10]["seeds"] == 3
+    assert gains[10]["seed_range"] == pytest.approx(0.12)
+    assert gains[100] == {"gain": pytest.approx(0.134), "seeds": 1, "seed_range": None}
+    assert gains[50]["gain"] is None  # fine-tune all diverged there
+    diverged_seed = dict(spread, **{"fine-tune all": [0.56, None, 0.58]})
+    assert transfer.gains_over_scratch(rows, diverged_seed, (10,))[10] == {"gain": pytest.approx(0.28), "seeds": 1,
+                                                                            "seed_range": None}

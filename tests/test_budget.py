@@ -1,0 +1,86 @@
+"""Time budgets: the epoch plans of lessons 2 and 3 and the pretraining, checked against hand arithmetic."""
+import time
+
+import pytest
+import torch
+
+from course_lib import budget, data, pipeline, transfer
+
+
+def test_plan_takes_as_many_epochs_as_fit_after_the_other_work():
+    # (600 - 100) / 45 = 11.1: 11 epochs, 11 * 45 + 100 = 595 s; all 15 would take 775 s
+    plan = budget.plan_epochs("x", 45.0, 600.0, max_epochs=15, other_seconds=100.0)
+    assert (plan.epochs, plan.seconds, plan.fits) == (11, 595.0, True)
+    assert "11 epoch(s)" in plan.describe() and "15 epochs would take ≈ 13 min" in plan.describe()
+    assert "exceed" not in plan.describe()
+    runs = budget.plan_epochs("runs", 45.0, 600.0, max_epochs=15, per_epoch="one epoch of every run together")
+    assert "one epoch of every run together takes about 0.8 min" in runs.describe()
+
+
+def test_plan_stops_at_the_recipe_and_never_below_the_minimum():
+    assert budget.plan_epochs("x", 10.0, 10_000.0, max_epochs=12).epochs == 12
+    full = budget.plan_epochs("x", 10.0, 10_000.0, max_epochs=12).describe()
+    assert "raise the budget" not in full
+    short = budget.plan_epochs("x", 400.0, 900.0, max_epochs=12, other_seconds=600.0, min_epochs=1)
+    assert (short.epochs, short.fits) == (1, False)
+    assert "exceed the budget" in short.describe() and "about 17 min" in short.describe()
+    assert budget.plan_epochs("x", 400.0, 300.0, max_epochs=12, min_epochs=2).epochs == 2
+
+
+def test_plan_rejects_nonsense_inputs():
+    with pytest.raises(ValueError, match="positive"):
+        budget.plan_epochs("x", 0.0, 60.0, max_epochs=3)
+    with pytest.raises(ValueError, match="positive"):
+        budget.plan_epochs("x", 5.0, -1.0, max_epochs=3)
+
+
+def test_training_seconds_counts_an_evaluated_image_as_a_sixth_of_a_trained_one():
+    assert budget.training_seconds(300, 900, 100.0) == pytest.approx(3.0 + 1.5)
+
+
+def test_clock_and_report():
+    clock = budget.Clock()
+    time.sleep(0.01)
+    assert 0.01 <= clock.seconds() < 5
+    assert budget.budget_report(14 * 60, 0.0, 15) == "this lesson ran 14.0 min against its budget of 15 min (within it)"
+    over = budget.budget_report(27 * 60, 10 * 60, 15)
+    assert over.startswith("this lesson ran 17.0 min against its budget of 15 min (over it)")
+    assert "plus 10.0 min getting the pretrained weights" in over
+
+
+def test_lesson3_plan_budgets_the_whole_lesson():
+    work = pipeline.LessonWork(n_train=45_000, n_val=5_000, n_test=10_000, sweep_images=10_240,
+                               leak_train_images=5_000, leak_eval_images=3_000)
+    row = {"size": 32, "images_per_s": 200.0}
+    # an epoch: 1.2 x 45,000 / 200 + 5,000 / 1,200 = 274.2 s; the rest: (10,240 + 5,000) / 200 + (45,000 + 10,000
+    # + 10,000 + 3,000) / 1,200 = 76.2 + 56.7 = 132.9 s
+    assert pipeline.FIT_OVERHEAD == 1.2
+    assert work.epoch_seconds(row) == pytest.approx(274.17, abs=0.01)
+    assert work.rest_seconds(row) == pytest.approx(132.87, abs=0.01)
+    plan = pipeline.plan_fine_tuning(row, work, 900.0, 60.0, max_epochs=12)
+    assert plan.epochs == 2 and plan.fits  # (900 - 60 - 132.9) / 274.2 = 2.58
+    assert plan.what == "fine-tuning at 32 px"
+    fast_machine = pipeline.plan_fine_tuning({"size": 128, "images_per_s": 20_000.0}, work, 900.0, 60.0, max_epochs=12)
+    assert fast_machine.epochs == 12
+
+
+def _task(n_per_class: int, classes: int = 5) -> transfer.Task:
+    def part(n):
+        labels = torch.arange(classes).repeat_interleave(n)
+        return data.ImageData(torch.zeros(len(labels), 3, 32, 32, dtype=torch.uint8), labels,
+                              [f"c{i}" for i in range(classes)])
+    return transfer.Task(part(n_per_class), part(n_per_class), "unused.pt")
+
+
+def test_strategy_epochs_cost_what_their_steps_cost(monkeypatch):
+    monkeypatch.setattr(transfer, "epoch_steps", lambda: 20)
+    speeds = {"all": 100.0, "layer4": 200.0, "head": 1000.0}
+    task = _task(10)  # 50 images: 20 steps of 50 are 1,000 training images an epoch, 50 to validate
+    evaluate = 50 / 600
+    assert transfer.strategy_epoch_seconds("fine-tune all", task, speeds) == pytest.approx(10 + evaluate)
+    assert transfer.strategy_epoch_seconds("fine-tune layer4", task, speeds) == pytest.approx(5 + evaluate)
+    # counted as training everything throughout: an upper bound whatever the split of its epochs
+    assert transfer.strategy_epoch_seconds("warm-up, then all", task, speeds) == pytest.approx(10 + evaluate)
+    bigger = _task(100)  # 500 images, the same 20 steps of 50: the same training cost, more to validate
+    assert transfer.strategy_epoch_seconds("fine-tune all", bigger, speeds) == pytest.approx(10 + 500 / 600)
+    assert transfer.strategy_epoch_seconds("linear probe", task, speeds) == pytest.approx(evaluate + 100 / 600)

@@ -1,8 +1,9 @@
 """The lessons as a learner sees them: JupyterLab in headless Chromium, Run All, then the widgets used.
 
 nbval runs every cell but never draws a widget or a figure; this test does, in a throwaway copy of the
-lesson sources (solutions in), fast mode and offline, with throwaway data and Jupyter folders, so nothing in
-the checkout is written (checked). Chromium is the system one (COURSE_CHROMIUM, else Debian's `chromium`),
+lesson sources (solutions in), fast mode and offline, with throwaway Jupyter folders and the run's throwaway
+data folder (conftest runs it last, so nbval's lessons have filled that folder), so nothing in the checkout is
+written (checked). Chromium is the system one (COURSE_CHROMIUM, else Debian's `chromium`),
 driven by playwright. Where either is missing the test skips; in CI (CI set) it fails instead.
 Screenshots of every widget go to COURSE_SCREENSHOTS (else a temporary folder, printed).
 Run it alone with `pytest tests/test_browser.py` or `-m browser`.
@@ -25,7 +26,7 @@ import pytest
 
 from course_lib import config, data
 
-from conftest import REAL_CIFAR10, SHARED_CIFAR10
+from conftest import REAL_CIFAR10, RUN_DATA_DIR, SHARED_CIFAR10
 
 pytestmark = pytest.mark.browser
 
@@ -75,6 +76,15 @@ def checkout_snapshot() -> dict[str, tuple[int, int]]:
     return snapshot
 
 
+def run_data_dir() -> Path | None:
+    """The test run's throwaway data folder (set by course.py test, filled by nbval's lesson runs), when it lies
+    outside the checkout; else None and the test makes its own."""
+    if not RUN_DATA_DIR:
+        return None
+    folder = Path(RUN_DATA_DIR).resolve()
+    return None if folder.is_relative_to(config.PROJECT_ROOT.resolve()) else folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,7 +98,8 @@ def lab_environment(scratch: Path) -> dict:
                ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR", "MPLCONFIGDIR")}
     for folder in folders.values():
         folder.mkdir()
-    (scratch / "data").mkdir()
+    data_dir = run_data_dir() or scratch / "data"
+    data_dir.mkdir(exist_ok=True)
     # every cell in the DOM (no windowing), so a widget far down is laid out before it is scrolled to;
     # no news or update checks (offline)
     settings = folders["JUPYTER_CONFIG_DIR"] / "lab" / "user-settings" / "@jupyterlab"
@@ -102,7 +113,7 @@ def lab_environment(scratch: Path) -> dict:
     # under which figures are not drawn (plt.show) or appear as "<Figure size ...>" text (display)
     inherited = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     return dict(inherited, **{k: str(v) for k, v in folders.items()}, COURSE_FAST="1", COURSE_OFFLINE="1",
-                COURSE_DATA_DIR=str(scratch / "data"), COURSE_CIFAR10=str(REAL_CIFAR10),
+                COURSE_DATA_DIR=str(data_dir), COURSE_CIFAR10=str(REAL_CIFAR10),
                 PYTHONPATH=pythonpath, PYTHONDONTWRITEBYTECODE="1")
 
 

@@ -4,9 +4,10 @@ Writes benchmarks/results/plans.md, which the README quotes verbatim.
 
     python benchmarks/plans.py [--threads N]
 
-The plans come from the lessons' own code (transfer.plan_lesson, pipeline.resolution_costs and
+The plans come from the lessons' own code (transfer.choose_input_size, pipeline.resolution_costs and
 plan_fine_tuning) with nothing spent before them. A plan's cost depends on the input size, not on the
-weights' values, so no weights are loaded: the ImageNet path differs by the size lesson 2 feeds it.
+weights' values, and both lessons choose the size by the same rule for either weights, so no weights are
+loaded and one row per lesson serves both paths.
 """
 from __future__ import annotations
 
@@ -39,12 +40,11 @@ def main() -> int:
         splits = data.load_cifar10(progress=False)
         train_set, val_set = data.course_split(splits.train)
         rows = []
-        for what, weights in (("course source model", "course"), ("ImageNet weights", "imagenet")):
-            size = transfer.input_size_for(weights, device)
-            plan = transfer.plan_lesson(splits, "imagenet", (10, 50, 100), budget_seconds=600, spent_seconds=0,
-                                        max_epochs=15, trap_epochs=10, learner_epochs=6,
-                                        test_images=4 * len(transfer.target_test_set(splits)), size=size, device=device)
-            rows.append((f"02_transfer_learning, {what}", f"{size} px", plan))
+        start = time.perf_counter()
+        size, plan = transfer.choose_input_size(splits, "imagenet", (10, 50, 100), spent=lambda: time.perf_counter() - start,
+                                                max_epochs=15, budget_seconds=600, trap_epochs=10, learner_epochs=6,
+                                                test_images=4 * len(transfer.target_test_set(splits)), device=device)
+        rows.append(("02_transfer_learning, either weights", f"{size} px", plan))
         start = time.perf_counter()
         costs = pipeline.resolution_costs((32, 64, 128, 224), n_images=len(train_set), images=train_set, device=device)
         work = pipeline.LessonWork(n_train=len(train_set), n_val=len(val_set), n_test=len(splits.test),

@@ -66,12 +66,25 @@ def target_test_set(splits: data.Splits, classes=pretrained.TARGET_CLASSES, per_
     return test if per_class is None else data.per_class(test, per_class, seed=seed)
 
 
-def input_size_for(weights, device: torch.device) -> int:
-    """The resolution to feed: 32 px for the course's source model (its training size); ImageNet
-    weights were learnt on 224 px objects, so give them more pixels: 64 on a CPU, 128 on a GPU."""
-    if weights != "imagenet":
-        return 32
-    return 128 if device.type == "cuda" else 64
+INPUT_SIZES = (32, 64, 128, 224)  # the sizes lesson 3 measures too: one resolution policy for both lessons
+
+
+def choose_input_size(splits: data.Splits, weights, labels_per_class, *, spent, max_epochs: int, sizes=INPUT_SIZES,
+                      **plan_kw) -> tuple[int, budget.Plan]:
+    """Lesson 3's rule for lesson 2: the largest size at which the recipe's `max_epochs` fit the budget, else
+    the smallest, with the plan at that size. Sizes are planned in ascending order and the search stops at the
+    first that does not fit (more pixels only cost more), so a slow machine measures only what it can afford.
+    `spent()` says how many seconds of the budget are gone, measurements included."""
+    chosen = None
+    for size in sorted(sizes):
+        plan = plan_lesson(splits, weights, labels_per_class, spent_seconds=spent(), max_epochs=max_epochs,
+                           size=size, **plan_kw)
+        recipe_fits = plan.epochs == max_epochs and plan.fits
+        if chosen is None or recipe_fits:
+            chosen = (size, plan)
+        if not recipe_fits:
+            break
+    return chosen
 
 
 def _batches(task: Task, part: str, shuffle: bool, seed: int, device):

@@ -84,3 +84,22 @@ def test_strategy_epochs_cost_what_their_steps_cost(monkeypatch):
     bigger = _task(100)  # 500 images, the same 20 steps of 50: the same training cost, more to validate
     assert transfer.strategy_epoch_seconds("fine-tune all", bigger, speeds) == pytest.approx(10 + 500 / 600)
     assert transfer.strategy_epoch_seconds("linear probe", task, speeds) == pytest.approx(evaluate + 100 / 600)
+
+
+def test_lesson2_takes_the_largest_size_where_the_recipe_fits_and_measures_no_further(monkeypatch):
+    """Lesson 3's resolution rule in lesson 2: planned in ascending order, stopping at the first size where
+    the recipe's epochs do not fit; the smallest when none fits."""
+    planned = []
+
+    def fake_plan(splits, weights, labels, *, spent_seconds, max_epochs, size, **kw):
+        planned.append(size)
+        epochs = {32: 15, 64: 15, 128: 6, 224: 2}[size]
+        return budget.Plan("x", epochs, max_epochs, 30.0, spent_seconds, 600.0)
+
+    monkeypatch.setattr(transfer, "plan_lesson", fake_plan)
+    size, plan = transfer.choose_input_size(None, "imagenet", (10,), spent=lambda: 5.0, max_epochs=15)
+    assert (size, plan.epochs, planned) == (64, 15, [32, 64, 128])
+    planned.clear()
+    size, plan = transfer.choose_input_size(None, "imagenet", (10,), spent=lambda: 5.0, max_epochs=15,
+                                            sizes=(128, 224))
+    assert (size, plan.epochs, planned) == (128, 6, [128])  # none fits: the smallest, and nothing larger measured

@@ -212,21 +212,23 @@ def onecycle_peak(suggestion: float | None, low: float = PEAK_LOW, high: float =
 def describe_peak(suggestion: float | None, peak: float, lowest_loss_lr: float,
                   low: float = PEAK_LOW, high: float = PEAK_HIGH) -> str:
     """Says what the sweep found, what set one-cycle's peak (the sweep, PEAK_FACTOR x its suggestion, or a
-    bound of the clamp), and how the peak compares with the rate of the sweep's lowest loss."""
+    bound of the clamp), and, when the sweep descended, how the peak compares with the rate of its lowest
+    loss (after the noisy first tenth), beyond which the loss climbs."""
     if suggestion is None:
-        what = (f"no descending region: the smoothed loss never fell {100 * train.DESCENT_MIN_DROP:g}% below "
-                f"its early values, so the sweep suggests nothing and the floor {peak:.3g} set the peak")
+        return (f"no descending region: the smoothed loss never fell {100 * train.DESCENT_MIN_DROP:g}% below its "
+                f"early values, so the sweep suggests nothing and the floor {peak:.3g} set the peak; a loss that only "
+                "rises marks no rate where it starts to climb either")
+    raw = PEAK_FACTOR * suggestion
+    what = f"steepest descent at {suggestion:.3g}; {PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}"
+    if raw < low:
+        what += f", raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
+    elif raw > high:
+        what += f", lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
     else:
-        raw = PEAK_FACTOR * suggestion
-        what = f"steepest descent at {suggestion:.3g}; {PEAK_FACTOR} × {suggestion:.3g} = {raw:.3g}"
-        if raw < low:
-            what += f", raised to the floor {peak:.3g}: the floor, not the sweep, set the peak"
-        elif raw > high:
-            what += f", lowered to the ceiling {peak:.3g}: the ceiling, not the sweep, set the peak"
-        else:
-            what += f", within [{low:g}, {high:g}]: the sweep set the peak"
-    return (f"{what}\nlowest smoothed loss at {lowest_loss_lr:.3g}; peak / that rate: "
-            f"{peak:.3g} / {lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}")
+        what += f", within [{low:g}, {high:g}]: the sweep set the peak"
+    return (f"{what}\nlowest smoothed loss at {lowest_loss_lr:.3g}; peak / that rate: {peak:.3g} / "
+            f"{lowest_loss_lr:.3g} = {peak / lowest_loss_lr:.3g}, "
+            + ("below it" if peak < lowest_loss_lr else "at or above it: if fine-tuning diverges, lower the peak"))
 
 
 def onecycle_rates(peak: float, total_steps: int) -> list[float]:

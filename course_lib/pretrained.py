@@ -42,7 +42,8 @@ def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | No
     Normal mode: the source classes' images in the course split's training part, less 2,500 to validate
     on, one-cycle SGD with flip/crop for `epochs`, or else as many epochs as fit `budget_minutes` on this
     machine (measured before training, at least 2, at most 12), announced before it starts. Label smoothing
-    0.1 trains towards 0.9 for the true class (and 0.025 for each other) instead of 1: the model is not
+    0.1 trains towards 0.92 for the true class (and 0.02 for each other: 0.1 shared evenly by all five) instead
+    of 1: the model is not
     pushed to infinite confidence (a choice made once, not measured for transfer). Fast mode: 100
     images per class, 1 epoch.
     """

@@ -350,6 +350,14 @@ def _sync(device: torch.device):
 
 
 # --------------------------------------------------------------------------------------- evaluate
+def difference_noise(accuracy: float, images: int, other_images: int | None = None) -> float:
+    """Two standard errors of the difference between two accuracies near `accuracy`, measured on `images`
+    and `other_images` (default: as many) images (binomial): a difference smaller than this is within noise.
+    Conservative for two models scored on the same images."""
+    other_images = other_images or images
+    return 2 * math.sqrt(accuracy * (1 - accuracy) * (1 / images + 1 / other_images))
+
+
 @dataclass
 class Evaluation:
     """Everything a lesson reports about a model on a dataset."""
@@ -450,7 +458,9 @@ class LRFinder:
 
     @property
     def lowest_loss_lr(self) -> float:
-        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+        """The rate of the lowest smoothed loss after the sweep's noisy first tenth (see suggest_lr)."""
+        skip = min(noise_steps(len(self.losses)), len(self.losses) - 1)
+        return self.lrs[min(range(skip, len(self.losses)), key=self.losses.__getitem__)]
 
 
 def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 10.0, steps: int = 100,
@@ -523,11 +533,16 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
 DESCENT_MIN_DROP = 0.02  # a fall of the smoothed loss smaller than this fraction is noise, not a descent
 
 
+def noise_steps(steps: int) -> int:
+    """The first tenth of a sweep (at least one step), whose smoothed loss is mostly the first batches' noise."""
+    return max(1, steps // 10)
+
+
 def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
     """The rate where the smoothed loss falls fastest (per log-lr) before its minimum, or None when the
     sweep has no descending region. The first tenth of the sweep is skipped: there the smoothed loss is
     mostly the first batches' noise, and a minimum at the very start is no descent."""
-    skip = max(1, len(losses) // 10)
+    skip = noise_steps(len(losses))
     if len(losses) < skip + 3:
         return None
     low = skip + min(range(len(losses) - skip), key=lambda i: losses[skip + i])

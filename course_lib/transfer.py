@@ -272,13 +272,6 @@ def _percent(value) -> str:
     return "diverged" if value is None else f"{100 * value:.1f}%"
 
 
-def difference_noise(accuracy: float, images: int) -> float:
-    """Two standard errors of the difference between two accuracies near `accuracy`, each measured on
-    `images` images (binomial): a difference smaller than this is within noise. Conservative for two
-    models scored on the same images."""
-    return 2 * math.sqrt(2 * accuracy * (1 - accuracy) / images)
-
-
 def gains_over_scratch(rows: list[dict], spread: dict[str, list], labels_per_class) -> dict[int, dict]:
     """Transfer's gain per label budget: "fine-tune all" minus "from scratch" on validation. Where the seed
     spread ran both (the smallest budget), the gain is the mean over its seeds and `seed_range` says how far

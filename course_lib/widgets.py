@@ -137,7 +137,8 @@ class FreezeExplorer(W.VBox):
         self.test_result = W.HTML()
         self.plot = W.Output()
         self._stages = STAGES
-        note = W.HTML("<small>Every run made with this experiment appears here, also those of later cells.</small>")
+        note = W.HTML("<small>Every run made with this experiment appears here; runs made by later cells appear "
+                      "when they call <code>refresh()</code> (exercise 6's sweep does).</small>")
         super().__init__([W.HBox([self.depth, self.lr, self.button, self.test_button]), self.frozen, self.status,
                           self.progress, self.table, note, self.test_result, self.plot])
         self.depth.observe(lambda change: self._describe(), names="value")
@@ -182,6 +183,10 @@ class FreezeExplorer(W.VBox):
                                   f"(depth {best['depth']}, lr {best['lr']:g}, validation {100 * best['val_acc']:.1f}%). "
                                   "Report this number; choosing again after seeing it would make it a validation number.")
         return acc
+
+    def refresh(self):
+        """Redraw the table and plot from the experiment, after runs made outside the widget (a later cell)."""
+        self._redraw()
 
     def _redraw(self):
         rows = self.experiment.table()

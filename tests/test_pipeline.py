@@ -50,7 +50,8 @@ def test_onecycle_peak_is_four_times_the_steepest_point_within_bounds():
 def test_describe_peak_says_whether_a_bound_or_the_sweep_set_the_peak():
     floor = pipeline.describe_peak(2.68e-5, pipeline.onecycle_peak(2.68e-5), 7.2e-5)
     assert "raised to the floor 0.02: the floor, not the sweep, set the peak" in floor
-    assert floor.splitlines()[1].endswith(f"= {0.02 / 7.2e-5:.3g}")
+    assert f"= {0.02 / 7.2e-5:.3g}, at or above it" in floor.splitlines()[1]
+    assert pipeline.describe_peak(0.01, 0.04, 0.1).endswith("= 0.4, below it")
     assert "the ceiling, not the sweep" in pipeline.describe_peak(1.0, 0.1, 0.5)
     assert "the sweep set the peak" in pipeline.describe_peak(0.01, pipeline.onecycle_peak(0.01), 0.05)
 
@@ -59,7 +60,7 @@ def test_no_descending_region_leaves_the_peak_to_the_floor_and_says_so():
     assert pipeline.onecycle_peak(None) == pipeline.PEAK_LOW
     text = pipeline.describe_peak(None, pipeline.PEAK_LOW, 1e-5)
     assert "no descending region" in text and "the floor 0.02 set the peak" in text
-    assert "steepest" not in text
+    assert "steepest" not in text and "lowest" not in text  # a loss that only rises has no meaningful lowest rate
 
 
 def test_onecycle_rates_follow_fits_schedule():

@@ -217,7 +217,8 @@ def test_lr_find_sweeps_and_suggests_within_range(toy):
     assert len(result.lrs) == len(result.losses) > 10
     assert all(b > a for a, b in zip(result.lrs, result.lrs[1:]))
     assert result.suggestion is not None and 1e-4 <= result.suggestion <= 10  # an untrained model descends
-    assert result.lowest_loss_lr == result.lrs[result.losses.index(min(result.losses))]
+    after_noise = result.losses[train.noise_steps(len(result.losses)):]
+    assert result.lowest_loss_lr == result.lrs[result.losses.index(min(after_noise))]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
@@ -347,3 +348,13 @@ def test_a_large_but_finite_validation_loss_is_not_called_a_divergence(toy, monk
     hist = train.fit(small_model(), batches(toy.train), batches(toy.test, shuffle=False), epochs=2, lr=0.02,
                      device="cpu", progress=False)
     assert hist.diverged is None and len(hist) == 2 and hist["val_loss"] == [1e4, 1e4]
+
+
+def test_difference_noise_is_two_standard_errors_of_a_difference():
+    # p = 0.5 on 500 images: one accuracy's standard error is sqrt(0.25 / 500) = 2.24 points, a difference's
+    # sqrt(2) times that, two of them 6.3 points; one image in 500 (0.2 points) is far inside it
+    assert train.difference_noise(0.5, 500) == pytest.approx(0.0632, abs=1e-4)
+    assert train.difference_noise(0.9, 500) < train.difference_noise(0.5, 500)
+    assert train.difference_noise(0.5, 5000) == pytest.approx(train.difference_noise(0.5, 500) / 10 ** 0.5)
+    # samples of different sizes: 1,000 and 2,000 images at p = 0.45: 2 * sqrt(0.2475 * 0.0015) = 3.85 points
+    assert train.difference_noise(0.45, 1000, 2000) == pytest.approx(0.0385, abs=1e-4)

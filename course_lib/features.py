@@ -67,7 +67,9 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
     autocast, _ = autocast_for(device)
     batches = Batches(data, batch_size, normalize=normalize, size=size, device=device, channels_last=channels_last)
     out = []
-    for x, _ in tqdm(batches, desc=f"features up to {upto}", disable=not progress, leave=False):
+    # leave=True: a notebook bar closed at once (a small set, a fast device) is closed before JupyterLab draws
+    # it, and the widget manager then logs "widget model not found"
+    for x, _ in tqdm(batches, desc=f"features up to {upto}", disable=not progress, leave=True):
         with autocast:
             out.append(body(x).float().cpu())
     model.train(was_training)

@@ -201,7 +201,9 @@ class Lab:
         errors = []
         page.on("console", lambda message: message.type == "error" and errors.append(f"console: {message.text}"))
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-        page.goto(f"{self.base}/lab/tree/{name}.ipynb?token={self.token}")
+        # a workspace of its own per lesson: in the default one JupyterLab restores the previous lesson's tab,
+        # whose widget views then look for models of a kernel already shut down ("widget model not found")
+        page.goto(f"{self.base}/lab/workspaces/{name}/tree/{name}.ipynb?token={self.token}&reset")
         page.wait_for_function(
             f"""() => {{ const nb = window.jupyterapp?.shell.currentWidget;
                         return nb?.context?.path === '{name}.ipynb' && nb.sessionContext.session?.kernel?.status === 'idle'; }}""",

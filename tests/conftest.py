@@ -24,6 +24,15 @@ def real_cifar10_path() -> Path | None:
 
 
 REAL_CIFAR10 = real_cifar10_path()  # read before any test's environment is isolated
+# the run's own data folder (course.py test makes a throwaway one, which nbval's kernels use): read before any
+# test's environment is isolated, so the browser test, run last, reuses its decoded CIFAR-10 and source model
+RUN_DATA_DIR = os.environ.get(config.DATA_DIR_ENV)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The browser test runs last, after nbval has run every lesson: a failing cell is then named by nbval
+    first, and the browser reuses the data folder nbval's kernels filled."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
 @pytest.fixture(autouse=True)

@@ -155,12 +155,20 @@ def _download_cifar10(root: Path, download: bool | None) -> Path:
     return root / "cifar-10-batches-py"
 
 
+def _cache_stem(path: Path) -> str:
+    return path.name.replace(".tar.gz", "").replace(".tgz", "")
+
+
+def decoded_cache_file(path: Path, size: int) -> Path:
+    """Where the decode of `path` at `size` px is cached; the source's fingerprint in the name invalidates it."""
+    return config.data_dir() / "cache" / f"{_cache_stem(path)}-{size}px-v{_CACHE_VERSION}-{fingerprint(path)}.pt"
+
+
 def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
     cache_file = None
     if cache:
-        key = fingerprint(path)
-        stem = path.name.replace(".tar.gz", "").replace(".tgz", "")
-        cache_file = config.data_dir() / "cache" / f"{stem}-{size}px-v{_CACHE_VERSION}-{key}.pt"
+        stem = _cache_stem(path)
+        cache_file = decoded_cache_file(path, size)
         readable = cache_file if cache_file.exists() else _shared_cache(stem, size)
         if readable is not None:
             try:

@@ -129,7 +129,8 @@ def test_lesson2_reference_partial_and_patched_submissions_in_the_sandbox(real_d
         nbformat.write(nb, tmp_path / "submitted" / student / source.name)
     results = {r.student: r for r in grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=120,
                                                            source_dir=lesson_only(tmp_path, source.name), progress=False)}
-    assert set(results["reference"].scores.values()) == {2.0} and len(results["reference"].scores) == 6
+    reference = results["reference"]
+    assert set(reference.scores.values()) == {2.0} and len(reference.scores) == 6, (reference.notes, reference.messages)
     ana = results["ana"]
     assert ana.scores == {**dict.fromkeys(ana.max_scores, 2), "count_trainable_tests": 0, "choose_depth_tests": 0}
     assert any("rebinds the lesson's sweep" in a for a in ana.advisories) and not any("sweep" in n for n in ana.notes)
@@ -175,7 +176,7 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
     }
     for student, scores in expected.items():
         got = {gid: float(rows[student][f"{LESSON}/{gid}"]) for gid in scores}
-        assert got == {k: float(v) for k, v in scores.items()}, student
+        assert got == {k: float(v) for k, v in scores.items()}, (tmp_path / "grades" / "feedback" / f"{student}.md").read_text()
         assert float(rows[student]["total"]) == sum(scores.values()) and float(rows[student]["max"]) == 8
     feedback = {s: (tmp_path / "grades" / "feedback" / f"{s}.md").read_text() for s in expected}
     assert "01_gradient_descent: 8 / 8" in feedback["correct"] and "Notes" not in feedback["correct"]

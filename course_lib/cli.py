@@ -148,6 +148,9 @@ def finetune(args) -> int:
                                     body_factor=args.body_factor, batch_size=args.batch_size, normalize=stats,
                                     size=size, device=device, checkpoint=args.out / "checkpoint.pt",
                                     resume=args.resume, sync_batchnorm=args.sync_batchnorm, progress=progress)
+    for record in history.epochs:
+        say(f"  epoch {record['epoch']}: training loss {record['train_loss']:.3f}, validation accuracy "
+            f"{100 * record['val_acc']:.1f}%")
     say(f"fine-tuning: {len(history)} epoch(s) in {sum(history['seconds']) / 60:.1f} min, "
         f"{history.last.get('images_per_s', 0):.0f} training images/s in the last: {history.status()}")
     if history.diverged is not None:

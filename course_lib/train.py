@@ -171,7 +171,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     evaluating or saving it.
 
     Under torchrun (see course_lib.distributed) the same call trains data-parallel: each rank reads its own
-    part of every epoch in batches of `batch_size` (so a step sees world_size times as many images), the rates
+    part of every epoch in batches of the size `train` was made with (so a step sees world_size times as many
+    images as in a single process), the rates
     are scaled by the linear scaling rule (distributed.scaled_rates), gradients are averaged, metrics are
     summed over the ranks so every rank records the same History, and only rank 0 shows progress and writes
     the checkpoint, which every rank resumes from. sync_batchnorm: see distributed.wrap.

@@ -85,6 +85,16 @@ def test_sync_batchnorm_on_a_cpu_is_refused_with_the_reason(monkeypatch):
         distributed.wrap(nn.BatchNorm2d(3), torch.device("cpu"), sync_batchnorm=True)
 
 
+def test_a_process_group_refuses_batches_it_cannot_split_and_checkpoints_of_another_size(tmp_path, monkeypatch):
+    x, y = torch.zeros(8, 3, SIZE, SIZE), torch.zeros(8, dtype=torch.long)
+    tiny_fit(tiny_network(), BATCH, LR, checkpoint=tmp_path / "one.pt")  # written by a single process
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match="cannot be split between them: pass data.Batches"):
+        train.fit(tiny_network(), [(x, y)], device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"written by a run of 1 process\(es\), this run has 2"):
+        train._resumable_state(tmp_path / "one.pt", tiny_network(), EPOCHS, 4)
+
+
 # ------------------------------------------------------------------------------ two processes, gloo
 def test_two_ranks_train_alike_match_one_process_and_resume_from_rank_0s_checkpoint(tmp_path):
     torchrun(__file__, "train", str(tmp_path), cwd=tmp_path)

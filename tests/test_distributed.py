@@ -181,7 +181,8 @@ def image_folder(tmp_path):
 
 
 def test_cli_runs_the_recipe_in_one_process(image_folder, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT), config.DEVICE_ENV: "cpu"}
+    # one thread, as each of torchrun's processes gets here: two threads are slow on a CPU other jobs keep busy
+    env = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT), config.DEVICE_ENV: "cpu", config.THREADS_ENV: "1"}
     result = subprocess.run([sys.executable, "-m", "course_lib.cli", "finetune", "--data", str(image_folder),
                              "--out", str(tmp_path / "run"), *CLI_ARGS],
                             env=env, capture_output=True, text=True, timeout=120)

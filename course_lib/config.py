@@ -87,13 +87,15 @@ def checkpoint_path(name: str) -> Path:
 
 def torch_threads() -> int:
     """CPU threads for torch: COURSE_THREADS if set (e.g. 1, to see what a slower machine would take),
-    else the physical cores."""
+    else the physical cores, shared out between the processes torchrun started on this machine."""
+    from .distributed import processes_per_machine
+
     given = os.environ.get(THREADS_ENV, "").strip()
     if given:
         if not given.isdigit() or int(given) < 1:
             raise ValueError(f"{THREADS_ENV}={given!r}: give a whole number of threads, 1 or more")
         return int(given)
-    return physical_cores()
+    return max(1, physical_cores() // processes_per_machine())
 
 
 def physical_cores() -> int:

@@ -420,11 +420,33 @@ class TensorBatches:
         self.device = torch.device(device) if device is not None else x.device
         self.generator = torch.Generator().manual_seed(seed)
         self._x, self._y = x.to(self.device), y.to(self.device)
+        self.rank, self.world_size, self.equal_shards = 0, 1, True
+
+    def shard(self, rank: int, world_size: int, *, equal: bool) -> "TensorBatches":
+        """From now on yield only rank `rank`'s part of every epoch (in place): every rank draws the same
+        seeded permutation and takes every world_size-th image of it from position `rank`, so the parts are
+        disjoint, together they are the epoch, and the images of one step over all ranks are exactly the
+        batch a single process takes with batch_size * world_size. equal=True (training): the permutation's
+        last n % world_size images are left out (a different few each epoch when shuffled), so that every
+        rank takes the same number of steps, which DDP needs; equal=False (evaluation): every image once, the
+        parts differing by at most one image. The generator stays in step on all ranks, so the ranks draw
+        the same crops and flips, each for its own images."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} ranks (0 to {world_size - 1})")
+        if len(self._y) < world_size:
+            raise ValueError(f"{len(self._y)} images cannot be split across {world_size} ranks: every rank needs at "
+                             "least one; use fewer processes or more data")
+        self.rank, self.world_size, self.equal_shards = rank, world_size, equal
+        return self
+
+    def _images_per_pass(self) -> int:
+        n = len(self._y)
+        return n // self.world_size if self.equal_shards else len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
         if self.steps is not None:
             return self.steps
-        n = len(self._y)
+        n = self._images_per_pass()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def to(self, device, channels_last: bool | None = None) -> "TensorBatches":
@@ -440,11 +462,16 @@ class TensorBatches:
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _pass_order(self) -> torch.Tensor:
+        """This rank's indices for one pass over the data (all of them in a single process)."""
         n = len(self._y)
-        passes = 1 if self.steps is None else math.ceil(self.steps * self.batch_size / n)
-        order = torch.cat([torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-                           for _ in range(passes)]).to(self.device)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        kept = n - n % self.world_size if self.equal_shards else n
+        return order[:kept][self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        passes = 1 if self.steps is None else math.ceil(self.steps * self.batch_size / self._images_per_pass())
+        order = torch.cat([self._pass_order() for _ in range(passes)]).to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.transform(self._x[idx]), self._y[idx]

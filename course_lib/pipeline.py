@@ -161,12 +161,14 @@ def without_decay_on_norms(model: nn.Module, groups: list[dict], weight_decay: f
 def fine_tune(model: nn.Module, train_data: data.ImageData, val_data: data.ImageData, *, epochs: int,
               peak_lr: float, warmup_epochs: int = 2, body_factor: float = 1.0, groups: list[dict] | None = None,
               batch_size: int = 128, label_smoothing: float = 0.0, normalize="cifar", size=None, device=None,
-              checkpoint=None, callback=None, progress: bool = True) -> tuple[train.History | None, train.History]:
+              checkpoint=None, resume: bool = False, sync_batchnorm: bool = False, callback=None,
+              progress: bool = True) -> tuple[train.History | None, train.History]:
     """The lesson's recipe: head warm-up on cached features (skipped with warmup_epochs=0: a random init,
     or a head already warmed up with warm_up_head), then every layer under one-cycle with flip/crop; the
     best validation epoch's weights are kept. Rates: `groups` (parameter groups with their peak "lr", e.g.
     a learner's discriminative groups) or else each stage at `body_factor` times the next one's rate
-    (1.0: one rate for all)."""
+    (1.0: one rate for all). Under torchrun each rank takes `batch_size` images per step, and fit scales
+    the rates with the global batch (see train.fit; resume and sync_batchnorm are fit's too)."""
     device = torch.device(device) if device is not None else config.get_device()
     warm = None
     if warmup_epochs:
@@ -178,7 +180,8 @@ def fine_tune(model: nn.Module, train_data: data.ImageData, val_data: data.Image
     history = train.fit(model, data.Batches(train_data, batch_size, shuffle=True, augment=True, drop_last=True, **batches),
                         data.Batches(val_data, 500, **batches), epochs=epochs, lr=peak_lr, groups=groups,
                         schedule="onecycle", label_smoothing=label_smoothing, device=device, checkpoint=checkpoint,
-                        callback=callback, progress=progress, desc="fine-tuning")
+                        resume=resume, sync_batchnorm=sync_batchnorm, callback=callback, progress=progress,
+                        desc="fine-tuning")
     return warm, history
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import config
+from . import config, distributed
 from .storage import atomic_torch_save
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -155,7 +155,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
         schedule: str = "onecycle", label_smoothing: float = 0.0, grad_clip: float | None = None,
         device=None, amp: bool = True, callback: Callable[[History], None] | None = None,
         progress: bool = True, checkpoint: str | Path | None = None, resume: bool = False,
-        keep_best: bool = True, desc: str = "fit") -> History:
+        keep_best: bool = True, sync_batchnorm: bool = False, desc: str = "fit") -> History:
     """Train `model` on `train` batches for `epochs`, validating on `val` after each epoch.
 
     train/val: iterables of (x, y) batches, usually data.Batches. groups: parameter groups (e.g.
@@ -169,6 +169,13 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     returned with `diverged` and `diverged_step` set. The model then keeps the weights it diverged with
     (often NaN; keep_best does not restore them), so callers must check `history.diverged` before
     evaluating or saving it.
+
+    Under torchrun (see course_lib.distributed) the same call trains data-parallel: each rank reads its own
+    part of every epoch in batches of the size `train` was made with (so a step sees world_size times as many
+    images as in a single process), the rates
+    are scaled by the linear scaling rule (distributed.scaled_rates), gradients are averaged, metrics are
+    summed over the ranks so every rank records the same History, and only rank 0 shows progress and writes
+    the checkpoint, which every rank resumes from. sync_batchnorm: see distributed.wrap.
     """
     from tqdm.auto import tqdm
 
@@ -176,10 +183,18 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     model, channels_last = prepare(model, device)
     train = _on_device(train, device, channels_last)
     val = _on_device(val, device, channels_last) if val is not None else None
+    if not distributed.shard(train, equal=True) and distributed.world_size() > 1:
+        raise ValueError(f"fit runs in a process group of {distributed.world_size()} ranks, but its training batches "
+                         f"({type(train).__name__}) cannot be split between them: pass data.Batches or "
+                         "data.TensorBatches, which give each rank its own part of every epoch.")
     if groups is None:
         groups = _default_groups(model, weight_decay)
+    groups, lr = distributed.scaled_rates(groups, lr)
     opt = make_optimizer(groups, lr, optimizer, momentum, weight_decay)
     steps_per_epoch = len(train)
+    distributed.check_same_on_all_ranks(steps_per_epoch, "the number of steps per epoch",
+                                        "give every rank the same training data and batch size")
+    net = distributed.wrap(model, device, sync_batchnorm=sync_batchnorm)
     sched = make_scheduler(opt, schedule, epochs * steps_per_epoch)
     autocast, scaler = autocast_for(device, amp)
     history = History()
@@ -202,17 +217,17 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
     sync_every = 1 if device.type == "cpu" else 25
     first_loss = None  # a loss 20x above where training started counts as divergence, as does NaN/inf
     bar = tqdm(total=epochs * steps_per_epoch, initial=len(history) * steps_per_epoch, desc=desc,
-               unit="batch", disable=not progress, leave=True, dynamic_ncols=True)
+               unit="batch", disable=not (progress and distributed.is_main()), leave=True, dynamic_ncols=True)
     try:
         for epoch in range(len(history), epochs):
-            model.train()
+            net.train()
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for step, (x, y) in enumerate(train):
                 with autocast:
-                    out = model(x)
+                    out = net(x)
                     loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -232,7 +247,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
                 if step % sync_every == 0 or step == steps_per_epoch - 1:
-                    current = loss.item()
+                    # the global batch's loss, the same on every rank, so that all ranks stop together
+                    current, = distributed.totals(loss.detach() / distributed.world_size())
                     first_loss = first_loss if first_loss is not None else current
                     if not math.isfinite(current) or current > 20 * max(first_loss, 0.1):
                         history.diverged_step = epoch * steps_per_epoch + step + 1
@@ -240,7 +256,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
                                        + ("" if not math.isfinite(current) else f" (it started at {first_loss:.3g})"))
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{opt.param_groups[-1]['lr']:.2g}")
                 bar.update(1)
-            record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+            loss_total, correct_total, seen_total = distributed.totals(loss_sum, correct, seen)
+            record = {"epoch": epoch + 1, "train_loss": loss_total / seen_total, "train_acc": correct_total / seen_total,
                       "lr": max(g["lr"] for g in opt.param_groups)}
             train_seconds = time.perf_counter() - t0
             if val is not None:
@@ -257,19 +274,21 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 0.05,
                     best_acc, history.best_epoch = ev.accuracy, epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             record["seconds"] = time.perf_counter() - t0
-            record["images_per_s"] = seen / train_seconds  # training throughput, validation excluded
+            record["images_per_s"] = seen_total / train_seconds  # training throughput, all ranks, validation excluded
             history.epochs.append(record)
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.is_main():
                 save_checkpoint(checkpoint, model, opt, sched, history,
                                 extra={"best_model": best_state, "best_acc": best_acc, "rng": torch.get_rng_state(),
                                        "batches_rng": train.generator.get_state() if hasattr(train, "generator") else None,
-                                       "epochs": epochs, "steps_per_epoch": steps_per_epoch})
+                                       "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+                                       "world_size": distributed.world_size()})
             if callback is not None:
                 callback(history)
     except Diverged as e:
         history.diverged = (f"Training stopped: the {e}. The learning rate is most likely too high "
                             f"(peak lr {lr:g}); try 3-10x lower. The History keeps the {len(history)} finished epoch(s).")
-        print(history.diverged)
+        if distributed.is_main():
+            print(history.diverged)
     finally:
         bar.close()
     if history.diverged is not None and callback is not None:
@@ -306,6 +325,11 @@ def _resumable_state(path: Path, model: nn.Module, epochs: int, steps_per_epoch:
         raise ValueError(_cannot_resume(path, f"it was written for another model ({len(differ)} weights differ, "
                                               f"e.g. {first}: {theirs.get(first, 'absent')} there, "
                                               f"{ours.get(first, 'absent')} here)"))
+    written_by = state.get("world_size", 1)
+    if written_by != distributed.world_size():
+        raise ValueError(_cannot_resume(path, f"it was written by a run of {written_by} process(es), this run has "
+                                              f"{distributed.world_size()}: each one's part of an epoch, and so the "
+                                              f"schedule, depend on it (resume with --nproc_per_node={written_by})"))
     if (state["epochs"], state["steps_per_epoch"]) != (epochs, steps_per_epoch):
         written = _run_length(state["epochs"], state["steps_per_epoch"])
         raise ValueError(_cannot_resume(path, f"it was written for {written}, this run has "
@@ -382,10 +406,15 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, *, device=None, amp: bool = True, details: bool = True,
              num_classes: int | None = None) -> Evaluation:
-    """Loss, accuracy and (details=True) per-class accuracy, confusion matrix, predictions, probabilities."""
+    """Loss, accuracy and (details=True) per-class accuracy, confusion matrix, predictions, probabilities.
+
+    Under torchrun, data.Batches are split between the ranks (every image once) and the sums behind loss,
+    accuracy and confusion matrix are added up over all ranks, so every rank gets the same numbers; the
+    per-image predictions, probabilities and labels are then left out (None), since each rank saw only its part."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model, channels_last = prepare(model, device)
     batches = _on_device(batches, device, channels_last)
+    split = distributed.shard(batches, equal=False)
     autocast, _ = autocast_for(device, amp)
     was_training = model.training
     model.eval()
@@ -403,13 +432,18 @@ def evaluate(model: nn.Module, batches, *, device=None, amp: bool = True, detail
             probs.append(out.softmax(1).cpu())
             labels.append(y.cpu())
     model.train(was_training)
-    ev = Evaluation(loss=loss_sum.item() / max(n, 1), accuracy=correct.item() / max(n, 1))
+    if split:
+        loss_sum, correct, n = distributed.totals(loss_sum, correct, n)
+    ev = Evaluation(loss=float(loss_sum) / max(n, 1), accuracy=float(correct) / max(n, 1))
     if details and probs:
-        ev.probabilities = torch.cat(probs)
-        ev.labels = torch.cat(labels)
-        ev.predictions = ev.probabilities.argmax(1)
-        k = num_classes or ev.probabilities.shape[1]
-        ev.confusion = torch.bincount(ev.labels * k + ev.predictions, minlength=k * k).view(k, k)
+        probabilities, labels = torch.cat(probs), torch.cat(labels)
+        predictions = probabilities.argmax(1)
+        k = num_classes or probabilities.shape[1]
+        ev.confusion = torch.bincount(labels * k + predictions, minlength=k * k).view(k, k)
+        if split:
+            ev.confusion = distributed.sum_tensor(ev.confusion)
+        else:
+            ev.probabilities, ev.labels, ev.predictions = probabilities, labels, predictions
         ev.per_class_accuracy = ev.confusion.diag().float() / ev.confusion.sum(1).clamp(min=1).float()
     return ev
 

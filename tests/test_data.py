@@ -71,8 +71,9 @@ def test_image_folder_tree_and_archive_any_size(tmp_path):
     tree = write_image_folder(tmp_path / "photos", size=(40, 24))
     s = data.load_image_folder(tree, size=16, progress=False)
     assert s.train.classes == ["cat", "dog"]
-    assert s.train.images.shape == (6, 3, 16, 16) and s.test.images.shape == (4, 3, 16, 16)
-    assert s.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # no val/ folder: one of each class's 3 training images (20%, at least one) is carved off for validation
+    assert s.train.images.shape == (4, 3, 16, 16) and s.test.images.shape == (4, 3, 16, 16)
+    assert s.train.labels.tolist() == [0, 0, 1, 1] and s.val.labels.tolist() == [0, 1]
     archive = make_targz(tree, tmp_path / "photos.tar.gz", "photos")
     a = data.load_image_folder(archive, size=16, progress=False)
     assert torch.equal(a.train.images, s.train.images) and torch.equal(a.test.labels, s.test.labels)

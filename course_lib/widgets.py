@@ -2,6 +2,10 @@
 result in `.result`, so a test can set a control's value and read what the learner would see."""
 from __future__ import annotations
 
+import html
+import tempfile
+from pathlib import Path
+
 import ipywidgets as W
 
 from .plots import plot_freeze_runs, plot_runs
@@ -212,9 +216,6 @@ class PhotoPredictor(W.VBox):
     `.result` is its last answer, or the error message shown instead."""
 
     def __init__(self, predict):
-        import tempfile
-        from pathlib import Path
-
         self.predict, self._folder = predict, Path(tempfile.mkdtemp(prefix="uploaded-photos-"))
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload a photo")
         self.path = W.Text(placeholder="or the path of an image file", layout=W.Layout(width="420px"))
@@ -233,9 +234,6 @@ class PhotoPredictor(W.VBox):
             self.show(str(saved))
 
     def show(self, path: str):
-        import html
-        from pathlib import Path
-
         from .data import DataError
 
         try:

@@ -1737,6 +1737,11 @@ def _freeze_cases(seed: int) -> list[tuple[list[dict], float, int]]:
         best = max(r["val_acc"] for r in rows if r["val_acc"] is not None)
         cases.append((rows, margin, max(r["depth"] for r in rows
                                         if r["val_acc"] is not None and r["val_acc"] >= best - margin - 1e-9)))
+    depths = sorted(int(d) for d in rng.permutation(6)[:4])  # and the deepest run exactly `margin` below the best,
+    top, m = int(rng.integers(20, 28)), int(rng.integers(2, 6))  # in 32nds, which floats hold exactly
+    accs = [top, int(rng.integers(top - m - 3, top)), int(rng.integers(top - m - 3, top)), top - m]
+    rows = [row(d, a / 32) for d, a in zip(depths, accs)]
+    cases.append(([rows[i] for i in rng.permutation(4)], m / 32, depths[-1]))
     return cases
 
 

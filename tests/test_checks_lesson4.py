@@ -168,6 +168,6 @@ def test_every_exercise_has_its_cases():
 def test_case_scores_the_same_on_public_check_and_hidden_tests(gid, kind, name):
     public, hidden = graded_parts_of(SOURCE, gid)
     want = kind == "right"
-    namespace = {"data": data}
+    namespace = {"data": data, "Image": Image}
     assert passes_with(CASES[gid][kind][name], public, namespace) is want, f"public check: {name}"
     assert passes_with(CASES[gid][kind][name], hidden, namespace) is want, f"hidden tests: {name}"

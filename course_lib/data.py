@@ -176,10 +176,12 @@ def describe_splits(splits: Splits) -> str:
     lines += [f"{c:<{width}}" + "".join(f"{counts[name][i]:>8}" for name in parts) for i, c in enumerate(classes)]
     lines.append(f"{'total':<{width}}" + "".join(f"{len(part):>8}" for part in parts.values()))
     train_counts = counts["train"]
-    lines.append(f"balance: the largest class has {max(train_counts) / max(min(train_counts), 1):.1f}x the training "
-                 f"images of the smallest ({classes[train_counts.index(max(train_counts))]} "
-                 f"{max(train_counts)}, {classes[train_counts.index(min(train_counts))]} {min(train_counts)}); "
-                 f"always guessing the largest class scores {max(train_counts) / len(splits.train):.0%}.")
+    largest, smallest = max(train_counts), min(train_counts)
+    lines.append(("balance: every class has the same number of training images" if largest == smallest else
+                  f"balance: the largest class has {largest / max(smallest, 1):.1f}x the training images of the "
+                  f"smallest ({classes[train_counts.index(largest)]} {largest}, "
+                  f"{classes[train_counts.index(smallest)]} {smallest})")
+                 + f"; always guessing the largest class scores {largest / len(splits.train):.0%}.")
     for name in ("val", "test"):
         if name in parts:
             n = len(parts[name])

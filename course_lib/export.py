@@ -7,6 +7,7 @@ wherever it runs a photo is prepared exactly as the training images were.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -55,7 +56,9 @@ def export_model(model: nn.Module, path: str | Path, *, classes, size: int, inpu
             "input": "RGB pixels in [0, 1], (N, 3, size, size): the photo upright (EXIF), transparency on white, "
                      "shorter side fitted to size with bicubic resampling, then centre-cropped",
             "output": "logits, one per class in the order of classes"}
-    return atomic_write(path, lambda tmp: torch.export.save(exported, tmp, extra_files={META_FILE: json.dumps(meta)}))
+    archive = io.BytesIO()  # torch.export wants a .pt2 name or a buffer, and atomic_write's temporary file has neither
+    torch.export.save(exported, archive, extra_files={META_FILE: json.dumps(meta)})
+    return atomic_write(path, lambda tmp: tmp.write_bytes(archive.getvalue()))
 
 
 # What a receiver runs: torch and Pillow only. Kept as text so the lesson can show it and run it as is.

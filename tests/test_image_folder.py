@@ -204,3 +204,10 @@ def test_stratified_split_keeps_every_class_in_every_part():
     assert set(train.index.tolist()).isdisjoint(val.index.tolist() + test.index.tolist())
     with pytest.raises(ValueError, match="sum to less than 1"):
         data.stratified_split(d, (0.5, 0.5))
+
+
+def test_describe_splits_says_when_classes_are_balanced(tmp_path):
+    root = tree(tmp_path / "p", {"": {"a": 5, "b": 5}})
+    text = data.describe_splits(data.load_image_folder(root, size=8, progress=False))
+    assert "balance: every class has the same number of training images; always guessing the largest class " \
+           "scores 50%." in text.splitlines()

@@ -44,6 +44,7 @@ def write_demo_folder(splits: data.Splits | None = None, per_class: int | None =
             photo = Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((width, height), Image.Resampling.BICUBIC)
             (tmp / images.classes[label]).mkdir(exist_ok=True)
             photo.save(tmp / images.classes[label] / f"{images.classes[label]}_{i:04d}.jpg", quality=90)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared data dir's demo folder from other users
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

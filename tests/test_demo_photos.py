@@ -25,7 +25,7 @@ def test_demo_images_come_only_from_held_out_images_of_non_source_classes(splits
 
 def test_demo_folder_is_written_once_in_mixed_sizes_and_loads(splits, isolated_data_dir):
     path = demo_photos.write_demo_folder(splits, per_class=6)
-    assert path == isolated_data_dir / "demo-photos"
+    assert path == isolated_data_dir / "demo-photos" and path.stat().st_mode & 0o777 == 0o755
     files = sorted(path.glob("*/*.jpg"))
     assert len(files) == 24 and sorted({f.parent.name for f in files}) == ["dog", "frog", "horse", "ship"]
     assert len({Image.open(f).size for f in files}) > 12  # photos of many sizes

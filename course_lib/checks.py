@@ -563,15 +563,30 @@ def _choose_depth_cases(seed: int) -> list[tuple[list[dict], set[int]]]:
     return cases
 
 
-def probe_choose_depth(choose_depth, seed: int = 0) -> dict:
-    def plain(got):
-        if isinstance(got, dict):
-            return {"row": True}
-        if type(got) is int:
-            return {"int": got}
-        return {"repr": _repr(got)}
+def _depth_plain(got) -> dict:
+    """A depth answer as plain data: an int, a whole row, or something else shown."""
+    return {"row": True} if isinstance(got, dict) else {"int": got} if type(got) is int else {"repr": _repr(got)}
 
-    return {"cases": [_outcome(choose_depth, [dict(r) for r in rows], convert=plain)
+
+def _depth_answer(result, name: str, case: str, shown: str) -> int:
+    """The depth an answer returned, or the AssertionError that says what it returned instead."""
+    if isinstance(result, dict) and result.get("raised") == "TypeError":
+        raise AssertionError(f"{case}: {name} raised TypeError ({_field(result, 'message', str)}) on {shown}. Hint: "
+                             "a diverged run has val_acc None; leave such runs out before comparing.")
+    if isinstance(result, dict) and "raised" in result:
+        raise AssertionError(f"{case}: {name} raised {_field(result, 'raised', str)}: {_field(result, 'message', str)}")
+    value = {"repr": "None"} if isinstance(result, dict) and result.get("none") is True else _value(result, name)
+    if not isinstance(value, dict):
+        raise MalformedRecord("the check's record holds no result")
+    if value.get("row") is True:
+        raise AssertionError(f"{case}: {name} returned a whole row. Hint: return its depth (an int).")
+    if "int" not in value:
+        raise AssertionError(f"{case}: {name} should return a depth (an int), got {_field(value, 'repr', str)}")
+    return _field(value, "int", int)
+
+
+def probe_choose_depth(choose_depth, seed: int = 0) -> dict:
+    return {"cases": [_outcome(choose_depth, [dict(r) for r in rows], convert=_depth_plain)
                       for rows, _ in _choose_depth_cases(seed)]}
 
 
@@ -584,24 +599,7 @@ def judge_choose_depth(record, seed: int = 0) -> None:
         raise MalformedRecord("the check's record has the wrong number of cases")
     for i, ((rows, best), result) in enumerate(zip(cases, got_all), 1):
         shown = [(r["depth"], r["val_acc"]) for r in rows]
-        if isinstance(result, dict) and result.get("raised") == "TypeError":
-            raise AssertionError(f"case {i}: choose_depth raised TypeError ({_field(result, 'message', str)}) on runs "
-                                 f"(depth, val_acc) {shown}. Hint: a diverged run has val_acc None; leave such runs "
-                                 "out before comparing.")
-        if isinstance(result, dict) and "raised" in result:
-            raise AssertionError(f"case {i}: choose_depth raised {_field(result, 'raised', str)}: "
-                                 f"{_field(result, 'message', str)}")
-        if isinstance(result, dict) and result.get("none") is True:
-            value = {"repr": "None"}
-        else:
-            value = _value(result, "choose_depth")
-        if not isinstance(value, dict):
-            raise MalformedRecord("the check's record holds no result")
-        if value.get("row") is True:
-            raise AssertionError(f"case {i}: choose_depth returned a whole row. Hint: return its depth (an int).")
-        if "int" not in value:
-            raise AssertionError(f"case {i}: choose_depth should return a depth (an int), got {_field(value, 'repr', str)}")
-        got = _field(value, "int", int)
+        got = _depth_answer(result, "choose_depth", f"case {i}", f"runs (depth, val_acc) {shown}")
         if got in best:
             continue
         positions = [r["depth"] for r in rows]
@@ -1746,10 +1744,7 @@ def _freeze_cases(seed: int) -> list[tuple[list[dict], float, int]]:
 
 
 def probe_choose_freeze_depth(choose_freeze_depth, seed: int = 0) -> dict:
-    def plain(got):
-        return {"row": True} if isinstance(got, dict) else {"int": got} if type(got) is int else {"repr": _repr(got)}
-
-    return {"cases": [_outcome(choose_freeze_depth, [dict(r) for r in rows], margin, convert=plain)
+    return {"cases": [_outcome(choose_freeze_depth, [dict(r) for r in rows], margin, convert=_depth_plain)
                       for rows, margin, _ in _freeze_cases(seed)]}
 
 
@@ -1762,19 +1757,7 @@ def judge_choose_freeze_depth(record, seed: int = 0) -> None:
         raise MalformedRecord("the check's record has the wrong number of cases")
     for i, ((rows, margin, want), result) in enumerate(zip(cases, got_all), 1):
         shown = f"runs (depth, val_acc) {[(r['depth'], r['val_acc']) for r in rows]}, margin {margin}"
-        if isinstance(result, dict) and result.get("raised") == "TypeError":
-            raise AssertionError(f"case {i}: choose_freeze_depth raised TypeError on {shown}. Hint: a diverged run "
-                                 "has val_acc None; leave such runs out.")
-        value = {"repr": "None"} if isinstance(result, dict) and result.get("none") is True else \
-            _value(result, "choose_freeze_depth")
-        if not isinstance(value, dict):
-            raise MalformedRecord("the check's record holds no result")
-        if value.get("row") is True:
-            raise AssertionError(f"case {i}: choose_freeze_depth returned a whole row. Hint: return its depth (an int).")
-        if "int" not in value:
-            raise AssertionError(f"case {i}: choose_freeze_depth should return a depth (an int), got "
-                                 f"{_field(value, 'repr', str)}")
-        got = _field(value, "int", int)
+        got = _depth_answer(result, "choose_freeze_depth", f"case {i}", shown)
         if got == want:
             continue
         valid = [r for r in rows if r["val_acc"] is not None]

@@ -16,6 +16,7 @@ grading passes it. `seed` picks the inputs: 0 is the public check, other seeds a
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -562,15 +563,30 @@ def _choose_depth_cases(seed: int) -> list[tuple[list[dict], set[int]]]:
     return cases
 
 
-def probe_choose_depth(choose_depth, seed: int = 0) -> dict:
-    def plain(got):
-        if isinstance(got, dict):
-            return {"row": True}
-        if type(got) is int:
-            return {"int": got}
-        return {"repr": _repr(got)}
+def _depth_plain(got) -> dict:
+    """A depth answer as plain data: an int, a whole row, or something else shown."""
+    return {"row": True} if isinstance(got, dict) else {"int": got} if type(got) is int else {"repr": _repr(got)}
 
-    return {"cases": [_outcome(choose_depth, [dict(r) for r in rows], convert=plain)
+
+def _depth_answer(result, name: str, case: str, shown: str) -> int:
+    """The depth an answer returned, or the AssertionError that says what it returned instead."""
+    if isinstance(result, dict) and result.get("raised") == "TypeError":
+        raise AssertionError(f"{case}: {name} raised TypeError ({_field(result, 'message', str)}) on {shown}. Hint: "
+                             "a diverged run has val_acc None; leave such runs out before comparing.")
+    if isinstance(result, dict) and "raised" in result:
+        raise AssertionError(f"{case}: {name} raised {_field(result, 'raised', str)}: {_field(result, 'message', str)}")
+    value = {"repr": "None"} if isinstance(result, dict) and result.get("none") is True else _value(result, name)
+    if not isinstance(value, dict):
+        raise MalformedRecord("the check's record holds no result")
+    if value.get("row") is True:
+        raise AssertionError(f"{case}: {name} returned a whole row. Hint: return its depth (an int).")
+    if "int" not in value:
+        raise AssertionError(f"{case}: {name} should return a depth (an int), got {_field(value, 'repr', str)}")
+    return _field(value, "int", int)
+
+
+def probe_choose_depth(choose_depth, seed: int = 0) -> dict:
+    return {"cases": [_outcome(choose_depth, [dict(r) for r in rows], convert=_depth_plain)
                       for rows, _ in _choose_depth_cases(seed)]}
 
 
@@ -583,24 +599,7 @@ def judge_choose_depth(record, seed: int = 0) -> None:
         raise MalformedRecord("the check's record has the wrong number of cases")
     for i, ((rows, best), result) in enumerate(zip(cases, got_all), 1):
         shown = [(r["depth"], r["val_acc"]) for r in rows]
-        if isinstance(result, dict) and result.get("raised") == "TypeError":
-            raise AssertionError(f"case {i}: choose_depth raised TypeError ({_field(result, 'message', str)}) on runs "
-                                 f"(depth, val_acc) {shown}. Hint: a diverged run has val_acc None; leave such runs "
-                                 "out before comparing.")
-        if isinstance(result, dict) and "raised" in result:
-            raise AssertionError(f"case {i}: choose_depth raised {_field(result, 'raised', str)}: "
-                                 f"{_field(result, 'message', str)}")
-        if isinstance(result, dict) and result.get("none") is True:
-            value = {"repr": "None"}
-        else:
-            value = _value(result, "choose_depth")
-        if not isinstance(value, dict):
-            raise MalformedRecord("the check's record holds no result")
-        if value.get("row") is True:
-            raise AssertionError(f"case {i}: choose_depth returned a whole row. Hint: return its depth (an int).")
-        if "int" not in value:
-            raise AssertionError(f"case {i}: choose_depth should return a depth (an int), got {_field(value, 'repr', str)}")
-        got = _field(value, "int", int)
+        got = _depth_answer(result, "choose_depth", f"case {i}", f"runs (depth, val_acc) {shown}")
         if got in best:
             continue
         positions = [r["depth"] for r in rows]
@@ -1492,4 +1491,299 @@ GRADED.update({
                                           ("discriminative_groups",)),
     "check_keep_best": Graded(probe_keep_best, judge_keep_best, ("keep_best",)),
     "check_most_common_mistake": Graded(probe_most_common_mistake, judge_most_common_mistake, ("most_common_mistake",)),
+})
+
+
+# ------------------------------------------------------------------------------------ lesson 4
+def _split_cases(seed: int) -> list[tuple[list[int], float]]:
+    """(labels, val_fraction) per case: balanced, unbalanced with a class of two, labels that are not 0..k-1."""
+    if seed == 0:
+        rng = np.random.default_rng(4)
+        return [([int(v) for v in rng.permutation([0] * 10 + [1] * 10 + [2] * 10)], 0.2),
+                ([0] * 20 + [1] * 5 + [2] * 2, 0.25),
+                ([3, 1, 3, 3, 1, 1, 3, 1, 3, 1, 3, 1], 0.4)]
+    rng = np.random.default_rng(seed)
+    cases = []
+    for k, fraction in ((3, 0.2), (4, 0.3)):
+        counts = [int(c) for c in rng.integers(2, 16, k)]
+        names = [int(v) for v in rng.choice(10, k, replace=False)]
+        cases.append(([int(v) for v in rng.permutation(np.repeat(names, counts))], fraction))
+    return cases
+
+
+def _index_lists(value) -> dict:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError("not a pair")
+    parts = [v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else list(v) for v in value]
+    return {"train": [_scalar(i) for i in parts[0]], "val": [_scalar(i) for i in parts[1]]}
+
+
+def probe_split_by_class(split_by_class, seed: int = 0) -> dict:
+    """Each case called with the seed twice, then with another seed."""
+    return {"cases": [[_outcome(split_by_class, list(labels), fraction, s, convert=_index_lists)
+                       for s in (seed, seed, seed + 1)] for labels, fraction in _split_cases(seed)]}
+
+
+def judge_split_by_class(record, seed: int = 0) -> None:
+    """split_by_class(labels, val_fraction, seed) -> (train indices, val indices): each class's share rounded
+    either way but at least one image, every index in exactly one part, the same split for the same seed."""
+    cases = _split_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases) or not all(isinstance(g, list) and len(g) == 3 for g in got_all):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    changed_with_seed = False
+    for i, ((labels, fraction), (first, again, other)) in enumerate(zip(cases, got_all), 1):
+        case = f"case {i}: split_by_class(labels={labels}, val_fraction={fraction}, seed={seed})"
+        if isinstance(first, dict) and "wrong_type" in first:
+            raise AssertionError(f"{case} returned {_field(first, 'repr', str)}. Hint: return two lists of indices, "
+                                 "(train_indices, val_indices).")
+        got = _value(first, "split_by_class")
+        train, val = _field(got, "train", list), _field(got, "val", list)
+        n = len(labels)
+        if sorted(train + val) == sorted(labels) != list(range(n)):
+            raise AssertionError(f"{case} returned labels. Hint: return the indices of the images (positions in "
+                                 "labels), not their labels.")
+        if not all(type(v) is int and 0 <= v < n for v in train + val):
+            raise AssertionError(f"{case} returned values that are not positions 0..{n - 1} in labels. Hint: return "
+                                 "the indices of the images (positions in labels), not their labels.")
+        if set(train) & set(val) or len(set(train)) != len(train) or len(set(val)) != len(val):
+            raise AssertionError(f"{case} put an index in a part twice or in both parts. Hint: each image goes to "
+                                 "exactly one part, once.")
+        if set(train) | set(val) != set(range(n)):
+            raise AssertionError(f"{case} left {n - len(set(train) | set(val))} image(s) out of both parts. "
+                                 "Hint: every image goes to train or to validation.")
+        for c in sorted(set(labels)):
+            members = [j for j, label in enumerate(labels) if label == c]
+            k = sum(1 for j in val if labels[j] == c)
+            share = len(members) * fraction
+            if math.floor(share) <= k <= math.ceil(share) and k >= 1 or k == 1 and share < 1:
+                continue
+            if k == 0:
+                hint = ("every class needs at least one validation image, however small the class (and however "
+                        "the fraction rounds)")
+            elif math.floor(len(members) * (1 - fraction)) <= k <= math.ceil(len(members) * (1 - fraction)):
+                hint = "the parts are swapped: val_fraction is validation's share, the rest trains"
+            else:
+                hint = ("take val_fraction of EACH class separately (stratify): a sample drawn from all images at "
+                        "once gives small classes too many or too few")
+            raise AssertionError(f"{case}: class {c} has {len(members)} images and {k} went to validation, where "
+                                 f"{len(members)} x {fraction} = {share:g} (rounded either way, at least 1) was "
+                                 f"asked. Hint: {hint}.")
+        if _value(again, "split_by_class") != got:
+            raise AssertionError(f"{case} gave another split when called again with the same seed. Hint: shuffle "
+                                 "with a random generator seeded by `seed`, so the split is the same every run.")
+        changed_with_seed |= _value(other, "split_by_class") != got
+    if not changed_with_seed:
+        raise AssertionError("split_by_class gives the same split for every seed. Hint: shuffle each class's indices "
+                             "with a generator seeded by `seed` before taking validation's share (photos in a "
+                             "folder are often in an order: by date, by place).")
+    _passed("split_by_class", len(cases))
+
+
+def check_split_by_class(split_by_class, seed: int = 0) -> None:
+    """split_by_class(labels, val_fraction, seed) -> (train indices, val indices), stratified and seeded."""
+    judge_split_by_class(as_record(probe_split_by_class(split_by_class, seed)), seed)
+
+
+class _PhotoNet(torch.nn.Module):
+    """A small classifier whose BatchNorm statistics are far from a batch's own, so eval and train mode
+    differ; its weights come from the seed, so the judge rebuilds it exactly."""
+
+    def __init__(self, seed: int, num_classes: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 3)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.fc = torch.nn.Linear(6 * 4, num_classes)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            self.bn.running_mean.copy_(torch.randn(6, generator=gen) * 0.3)
+            self.bn.running_var.copy_(torch.rand(6, generator=gen) + 0.5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1))
+
+
+def _photo_cases(seed: int) -> list[dict]:
+    """Photos (PNG bytes, not square, one grayscale) and the preparation each asks for."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed + 17)
+    classes = ["cat", "dog", "owl", "fox"] if seed == 0 else [f"class{i}" for i in rng.permutation(5)]
+    cases = []
+    for (width, height), mode, size in (((40, 24), "RGB", 16), ((18, 30), "L", 12), ((33, 33), "RGB", 8)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        pixels[:, : width // 3] //= 4  # a dark left third: a squashed photo differs from a centre-cropped one
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buffer, "PNG")
+        mean = [round(float(v), 2) for v in rng.uniform(0.3, 0.6, 3)]
+        std = [round(float(v), 2) for v in rng.uniform(0.15, 0.3, 3)]
+        cases.append({"png": buffer.getvalue(), "size": size, "mean": mean, "std": std, "classes": classes})
+    return cases
+
+
+def probe_predict_file(predict_file, seed: int = 0) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, case in enumerate(_photo_cases(seed)):
+            path = Path(tmp) / f"photo{i}.png"
+            path.write_bytes(case["png"])
+            model = _PhotoNet(seed, len(case["classes"])).train()
+            out.append(_outcome(predict_file, model, str(path), list(case["classes"]), case["size"], list(case["mean"]),
+                                list(case["std"]), convert=lambda top: [[_repr(name) if type(name) is not str else name,
+                                                                         _scalar(p)] for name, p in top]))
+    return {"cases": out}
+
+
+def _photo_outputs(case: dict, seed: int) -> dict[str, torch.Tensor]:
+    """The model's outputs for the photo prepared right, and prepared in each of the usual wrong ways."""
+    from PIL import Image
+
+    from .data import _decode_bytes
+
+    size, model = case["size"], _PhotoNet(seed, len(case["classes"])).eval()
+    fitted = _decode_bytes(case["png"], size).unsqueeze(0).float()
+    with Image.open(io.BytesIO(case["png"])) as img:
+        squashed = torch.from_numpy(np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)).copy())
+    squashed = squashed.permute(2, 0, 1).unsqueeze(0).float()
+    m, s = torch.tensor(case["mean"]).view(1, 3, 1, 1), torch.tensor(case["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        outputs = {"right": model((fitted / 255 - m) / s).softmax(1)[0],
+                   "no normalization": model(fitted / 255).softmax(1)[0],
+                   "no scaling": model((fitted - m) / s).softmax(1)[0],
+                   "squashed": model((squashed / 255 - m) / s).softmax(1)[0],
+                   "logits": model((fitted / 255 - m) / s)[0]}
+        outputs["train mode"] = model.train()((fitted / 255 - m) / s).softmax(1)[0]
+    return outputs
+
+
+def judge_predict_file(record, seed: int = 0) -> None:
+    """predict_file(model, path, classes, size, mean, std) -> the 3 most probable (class name, probability),
+    most probable first, for the photo prepared as the training images were."""
+    cases = _photo_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    hints = {"no normalization": "normalize the pixels with mean and std (the statistics the weights expect)",
+             "no scaling": "scale the pixels to [0, 1] (divide by 255) before normalizing",
+             "squashed": "fit the photo as the training images were: shorter side to `size`, then a centre crop "
+                         "(data.decode_image_file does this); a plain resize squashes it",
+             "logits": "turn the model's outputs into probabilities (softmax over the classes)",
+             "train mode": "put the model in eval mode first: in train mode BatchNorm normalizes with the photo's "
+                           "own statistics instead of the ones learnt in training"}
+    for i, (case, result) in enumerate(zip(cases, got_all), 1):
+        what = f"case {i}: a {case['size']} px model, classes {case['classes']}"
+        if isinstance(result, dict) and "wrong_type" in result:
+            raise AssertionError(f"{what}: predict_file returned {_field(result, 'repr', str)}. Hint: return a list "
+                                 "of (class name, probability) pairs.")
+        top = _value(result, "predict_file")
+        if not isinstance(top, list) or not all(isinstance(t, list) and len(t) == 2 and type(t[1]) in (int, float)
+                                                for t in top):
+            raise MalformedRecord("the check's record holds no (class, probability) pairs")
+        if len(top) != 3:
+            raise AssertionError(f"{what}: predict_file returned {len(top)} pair(s). Hint: the THREE most probable "
+                                 "classes.")
+        if not all(type(name) is str and name in case["classes"] for name, _ in top):
+            raise AssertionError(f"{what}: predict_file returned {[name for name, _ in top]}. Hint: return class "
+                                 "names from `classes`, not indices.")
+        outputs = _photo_outputs(case, seed)
+        got = {name: p for name, p in top}
+        probs = [p for _, p in top]
+        for kind, output in outputs.items():
+            matches = all(abs(float(output[case["classes"].index(name)]) - p) < 1e-4 for name, p in got.items())
+            if not matches:
+                continue
+            if kind != "right":
+                raise AssertionError(f"{what}: wrong probabilities. Hint: {hints[kind]}.")
+            want = [case["classes"][j] for j in output.topk(3).indices.tolist()]
+            if [name for name, _ in top] != want or probs != sorted(probs, reverse=True):
+                raise AssertionError(f"{what}: the right probabilities, in the wrong order or of the wrong classes. "
+                                     "Hint: the three MOST probable classes, most probable first.")
+            break
+        else:
+            raise AssertionError(f"{what}: the probabilities {[round(p, 4) for p in probs]} are not the model's for "
+                                 "this photo prepared as its training images were. Hint: the photo fitted to `size` "
+                                 "(data.decode_image_file), scaled to [0, 1], normalized, the model in eval mode, "
+                                 "softmax.")
+    _passed("predict_file", len(cases))
+
+
+def check_predict_file(predict_file, seed: int = 0) -> None:
+    """predict_file(model, path, classes, size, mean, std) -> the 3 most probable (class name, probability)."""
+    judge_predict_file(as_record(probe_predict_file(predict_file, seed)), seed)
+
+
+def _freeze_cases(seed: int) -> list[tuple[list[dict], float, int]]:
+    """(rows of a freeze sweep, margin, the right depth) per case."""
+    row = _depth_row
+    if seed == 0:
+        return [([row(0, 0.625), row(4, 0.5), row(2, 0.75), row(3, 0.6875), row(5, 0.375)], 0.25, 4),  # 0.5: exactly
+                # the margin off, in binary fractions so that no rounding blurs the boundary
+                ([row(5, 0.60), row(0, 0.70), row(3, 0.68), row(1, 0.69)], 0.05, 3),
+                ([row(2, None), row(4, 0.55), row(1, 0.80), row(3, 0.50)], 0.1, 1)]
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n, margin in ((5, 0.1), (6, 0.05), (4, 0.2)):
+        depths = [int(d) for d in rng.permutation(6)[:n]]
+        accs = [round(float(a), 3) for a in rng.choice(np.arange(0.40, 0.90, 0.005), n, replace=False)]
+        rows = [row(d, None if i == n - 1 else a) for i, (d, a) in enumerate(zip(depths, accs))]
+        best = max(r["val_acc"] for r in rows if r["val_acc"] is not None)
+        cases.append((rows, margin, max(r["depth"] for r in rows
+                                        if r["val_acc"] is not None and r["val_acc"] >= best - margin - 1e-9)))
+    depths = sorted(int(d) for d in rng.permutation(6)[:4])  # and the deepest run exactly `margin` below the best,
+    top, m = int(rng.integers(20, 28)), int(rng.integers(2, 6))  # in 32nds, which floats hold exactly
+    accs = [top, int(rng.integers(top - m - 3, top)), int(rng.integers(top - m - 3, top)), top - m]
+    rows = [row(d, a / 32) for d, a in zip(depths, accs)]
+    cases.append(([rows[i] for i in rng.permutation(4)], m / 32, depths[-1]))
+    return cases
+
+
+def probe_choose_freeze_depth(choose_freeze_depth, seed: int = 0) -> dict:
+    return {"cases": [_outcome(choose_freeze_depth, [dict(r) for r in rows], margin, convert=_depth_plain)
+                      for rows, margin, _ in _freeze_cases(seed)]}
+
+
+def judge_choose_freeze_depth(record, seed: int = 0) -> None:
+    """choose_freeze_depth(rows, margin) -> the deepest freeze among runs whose validation accuracy is within
+    `margin` of the best (diverged runs, val_acc None, skipped)."""
+    cases = _freeze_cases(seed)
+    got_all = _field(record, "cases", list)
+    if len(got_all) != len(cases):
+        raise MalformedRecord("the check's record has the wrong number of cases")
+    for i, ((rows, margin, want), result) in enumerate(zip(cases, got_all), 1):
+        shown = f"runs (depth, val_acc) {[(r['depth'], r['val_acc']) for r in rows]}, margin {margin}"
+        got = _depth_answer(result, "choose_freeze_depth", f"case {i}", shown)
+        if got == want:
+            continue
+        valid = [r for r in rows if r["val_acc"] is not None]
+        best = max(valid, key=lambda r: r["val_acc"])
+        close = [r["depth"] for r in valid if r["val_acc"] >= best["val_acc"] - margin - 1e-9]
+        strictly_close = [r["depth"] for r in valid if r["val_acc"] > best["val_acc"] - margin + 1e-9]
+        hint = ("a run exactly `margin` below the best counts as within it" if got == max(strictly_close) else
+                "that is the most accurate run; on a small validation set, runs within `margin` of it are as good "
+                "as far as can be told: take the one that trains the fewest parameters (the deepest freeze)"
+                if got == best["depth"] else
+                "among the runs within the margin take the DEEPEST freeze (the largest depth): it trains the fewest "
+                "parameters" if got in close else
+                "that is the run's position in the list, not its depth" if 0 <= got < len(rows) and
+                rows[got]["depth"] == want else
+                "keep the runs whose val_acc is at least the best val_acc minus margin, then take the largest depth")
+        raise AssertionError(f"case {i}: for {shown} you chose depth {got}. Hint: {hint}.")
+    _passed("choose_freeze_depth", len(cases))
+
+
+def check_choose_freeze_depth(choose_freeze_depth, seed: int = 0) -> None:
+    """choose_freeze_depth(rows, margin) -> the deepest freeze within `margin` of the best validation accuracy."""
+    judge_choose_freeze_depth(as_record(probe_choose_freeze_depth(choose_freeze_depth, seed)), seed)
+
+
+GRADED.update({
+    "check_split_by_class": Graded(probe_split_by_class, judge_split_by_class, ("split_by_class",)),
+    "check_predict_file": Graded(probe_predict_file, judge_predict_file, ("predict_file",)),
+    "check_choose_freeze_depth": Graded(probe_choose_freeze_depth, judge_choose_freeze_depth, ("choose_freeze_depth",)),
 })

@@ -11,10 +11,11 @@ import math
 import os
 import pickle
 import tarfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -84,10 +85,13 @@ class ImageData:
 
 @dataclass
 class Splits:
-    """A dataset's official train and test parts."""
+    """A dataset's train and test parts, the validation part where one was given or made, and where they
+    came from (`origin`, said to the learner)."""
 
     train: ImageData
     test: ImageData
+    val: ImageData | None = None
+    origin: str = ""
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -110,21 +114,86 @@ def load_cifar10(source: str | Path | None = None, *, download: bool | None = No
         path = find_local_cifar10(root)
     if path is None:
         path = _download_cifar10(root, download)
-    splits = _load_cached(path, size=32, cache=cache, progress=progress)
+    parts, _ = _load_cached(path, size=32, cache=cache, progress=progress)
+    if set(parts) != {"train", "test"}:
+        raise DataError(f"{path} holds the parts {sorted(parts)}, not CIFAR-10's train/ and test/.")
+    splits = Splits(parts["train"], parts["test"])
     if len(splits.train.classes) != 10:
         raise DataError(f"{path} holds {len(splits.train.classes)} classes, not CIFAR-10's 10: {splits.train.classes}")
     return splits
 
 
-def load_image_folder(path: str | Path, size: int = 64, *, cache: bool = True, progress: bool = True) -> Splits:
-    """Any ImageFolder tree or .tar.gz of one (train/<class>/*, test/<class>/*), images of any size.
+LAYOUTS = ("<class>/*.jpg (a stratified train/val/test split is made), train/<class>/* with val/<class>/* "
+           "and/or test/<class>/*")
 
-    Each image is resized (shorter side to `size`, then a centre crop) when decoded.
+
+def load_image_folder(path: str | Path, size: int = 64, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                      seed: int = 0, cache: bool = True, progress: bool = True) -> Splits:
+    """Photos in a folder, .tar.gz or .zip, in any of the common layouts, as train, validation and test parts.
+
+    Layouts: train/ + test/ (validation carved from train), train/ + val/ (+ test/: PyTorch's transfer-learning
+    tutorial), or class folders alone (a stratified split by val_fraction and test_fraction, seeded). The
+    layout is checked from the file names, and every file's header read, before any image is decoded, so a
+    bad folder fails in seconds with what to fix. Images of any size are fitted to `size` (shorter side,
+    then a centre crop); grayscale, CMYK and transparent ones are converted to RGB and `origin` says so.
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"{path} does not exist. Expected a folder or .tar.gz with train/<class>/* and test/<class>/*.")
-    return _load_cached(path, size=size, cache=cache, progress=progress)
+        raise DataError(f"{path} does not exist. Give a folder, .tar.gz or .zip holding {LAYOUTS}.")
+    parts, notes = _load_cached(path, size=size, cache=cache, progress=progress)
+    rule = (f"{val_fraction:.0%} of each class to validation, {test_fraction:.0%} to test (at least one image "
+            f"each), the rest to train; seed {seed}, so the same split every run")
+    if "all" in parts:
+        train, val, test = stratified_split(parts["all"], (val_fraction, test_fraction), seed)
+        origin = f"{path.name}: class folders without train/val/test folders, so a stratified split was made: {rule}."
+    elif "val" not in parts:
+        train, val = stratified_split(parts["train"], (val_fraction,), seed)
+        test = parts["test"]
+        origin = (f"{path.name}: train/ and test/ folders as given; no val/ folder, so validation was carved from "
+                  f"train/: {val_fraction:.0%} of each class (seed {seed}).")
+    else:
+        train, val, test = parts["train"], parts["val"], parts.get("test")
+        origin = f"{path.name}: train/ and val/ folders as given"
+        if test is None:
+            train, test = stratified_split(parts["train"], (test_fraction,), seed)
+            origin += f"; no test/ folder, so a test part was carved from train/: {test_fraction:.0%} of each class (seed {seed})"
+        else:
+            origin += ", and test/"
+        origin += "."
+    return Splits(train, test, val, origin + (f"\n{notes}" if notes else ""))
+
+
+def describe_splits(splits: Splits) -> str:
+    """Where the parts came from, images per class and part, the class balance, and how far accuracies
+    measured on so few images can be trusted: with tens of images one photo moves accuracy by points."""
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    parts = {name: part for name, part in parts.items() if part is not None}
+    classes = splits.train.classes
+    counts = {name: part.class_counts().tolist() for name, part in parts.items()}
+    width = max(len(c) for c in [*classes, "total"])
+    lines = [splits.origin, f"{len(classes)} classes; images per class and part:",
+             " " * width + "".join(f"{name:>8}" for name in parts)]
+    lines += [f"{c:<{width}}" + "".join(f"{counts[name][i]:>8}" for name in parts) for i, c in enumerate(classes)]
+    lines.append(f"{'total':<{width}}" + "".join(f"{len(part):>8}" for part in parts.values()))
+    train_counts = counts["train"]
+    largest, smallest = max(train_counts), min(train_counts)
+    lines.append(("balance: every class has the same number of training images" if largest == smallest else
+                  f"balance: the largest class has {largest / max(smallest, 1):.1f}x the training images of the "
+                  f"smallest ({classes[train_counts.index(largest)]} {largest}, "
+                  f"{classes[train_counts.index(smallest)]} {smallest})")
+                 + f"; always guessing the largest class scores {largest / len(splits.train):.0%}.")
+    for name in ("val", "test"):
+        if name in parts:
+            n = len(parts[name])
+            lines.append(f"{name}: one image is {100 / n:.1f} accuracy points; an accuracy measured on {n} images is "
+                         f"uncertain by up to ±{100 * accuracy_margin(n):.0f} points (95%), so smaller differences "
+                         "between models are noise here.")
+    return "\n".join(lines)
+
+
+def accuracy_margin(n: int, accuracy: float = 0.5) -> float:
+    """Half-width of the 95% interval of an accuracy measured on n images (binomial; widest at 50%)."""
+    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n)
 
 
 def find_local_cifar10(root: Path) -> Path | None:
@@ -156,7 +225,7 @@ def _download_cifar10(root: Path, download: bool | None) -> Path:
 
 
 def _cache_stem(path: Path) -> str:
-    return path.name.replace(".tar.gz", "").replace(".tgz", "")
+    return path.name.replace(".tar.gz", "").replace(".tgz", "").replace(".zip", "")
 
 
 def decoded_cache_file(path: Path, size: int) -> Path:
@@ -164,7 +233,9 @@ def decoded_cache_file(path: Path, size: int) -> Path:
     return config.data_dir() / "cache" / f"{_cache_stem(path)}-{size}px-v{_CACHE_VERSION}-{fingerprint(path)}.pt"
 
 
-def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
+def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> tuple[dict[str, ImageData], str]:
+    """The parts of a source by name (train, val, test, or all for class folders alone) and notes on
+    conversions made while decoding, from the cache when it matches the source."""
     cache_file = None
     if cache:
         stem = _cache_stem(path)
@@ -173,20 +244,21 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> Splits:
         if readable is not None:
             try:
                 blob = torch.load(readable, mmap=True, weights_only=True)
-                return Splits(ImageData(blob["train_images"], blob["train_labels"], blob["classes"]),
-                              ImageData(blob["test_images"], blob["test_labels"], blob["classes"]))
+                return ({part: ImageData(blob[f"{part}_images"], blob[f"{part}_labels"], blob["classes"])
+                         for part in _PARTS if f"{part}_images" in blob}, blob.get("notes", ""))
             except Exception as e:  # a damaged cache is rebuilt, not trusted
                 print(f"The decoded cache {readable} is damaged ({type(e).__name__}); "
                       f"{'deleting it and ' if readable == cache_file else ''}decoding {path} again to rebuild it.")
                 cache_file.unlink(missing_ok=True)
-    splits = _decode_source(path, size, progress)
+    parts, notes = _decode_source(path, size, progress)
     if cache_file is not None:
         for stale in cache_file.parent.glob(f"{stem}-{size}px-*.pt"):
             stale.unlink(missing_ok=True)
-        atomic_torch_save({"train_images": splits.train.images, "train_labels": splits.train.labels,
-                           "test_images": splits.test.images, "test_labels": splits.test.labels,
-                           "classes": splits.train.classes}, cache_file)
-    return splits
+        blob = {"classes": next(iter(parts.values())).classes, "notes": notes}
+        for part, d in parts.items():
+            blob.update({f"{part}_images": d.images, f"{part}_labels": d.labels})
+        atomic_torch_save(blob, cache_file)
+    return parts, notes
 
 
 def _shared_cache(stem: str, size: int) -> Path | None:
@@ -198,34 +270,35 @@ def _shared_cache(stem: str, size: int) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _decode_source(path: Path, size: int, progress: bool) -> Splits:
+def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, ImageData], str]:
     try:
         if path.is_dir():
             if (path / "data_batch_1").exists():
-                return _read_torchvision_batches(lambda name: open(path / name, "rb"))
+                return _read_torchvision_batches(lambda name: open(path / name, "rb")), ""
             if (path / "cifar-10-batches-py" / "data_batch_1").exists():
-                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb"))
-            total = sum(1 for split in ("train", "test") for p in (path / split).glob("*/*")
-                        if p.suffix.lower() in IMAGE_SUFFIXES)
-            return _decode_image_files(_folder_files(path), size, progress, str(path), total)
+                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb")), ""
+            return _decode_image_files(_folder_files(path), size, progress, str(path))
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return _decode_image_files(_zip_files(archive), size, progress, str(path))
         if not tarfile.is_tarfile(path):
-            raise DataError(f"{path} is neither a folder nor a readable .tar.gz archive. Re-download or re-copy it.")
+            raise DataError(f"{path} is neither a folder nor a readable .tar.gz or .zip archive. Re-download or re-copy it.")
         with tarfile.open(path, "r:*") as tar:
             names = tar.getnames()
             batches = [n for n in names if n.endswith("/data_batch_1") or n == "data_batch_1"]
             if batches:
                 prefix = batches[0][: -len("data_batch_1")]
-                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name))
-            total = sum(1 for n in names if _image_member(n))
-            return _decode_image_files(_tar_files(tar), size, progress, str(path), total)
+                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name)), ""
+            return _decode_image_files(_tar_files(tar), size, progress, str(path))
     except DataError:
         raise
-    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError, zlib.error) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError,
+            zlib.error) as e:
         raise DataError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}). "
                         "Delete it and download or copy it again.") from e
 
 
-def _read_torchvision_batches(open_member) -> Splits:
+def _read_torchvision_batches(open_member) -> dict[str, ImageData]:
     """torchvision's CIFAR-10 format: pickled dicts of 10,000 flattened images each."""
     def read(names):
         images, labels = [], []
@@ -241,83 +314,186 @@ def _read_torchvision_batches(open_member) -> Splits:
 
     with open_member("batches.meta") as f:
         classes = pickle.load(f, encoding="latin1")["label_names"]
-    train = read([f"data_batch_{i}" for i in range(1, 6)])
-    test = read(["test_batch"])
-    return Splits(ImageData(*train, classes), ImageData(*test, classes))
+    return {"train": ImageData(*read([f"data_batch_{i}" for i in range(1, 6)]), classes),
+            "test": ImageData(*read(["test_batch"]), classes)}
 
 
-def _folder_files(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
-    for split in ("train", "test"):
-        base = root / split
-        if not base.is_dir():
-            raise DataError(f"{root} has no {split}/ folder. Expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg.")
-        for p in sorted(base.glob("*/*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                yield split, p.parent.name, p.name, p.read_bytes()
+# ------------------------------------------------------------------------------ image folder layouts
+_PARTS = ("train", "val", "test", "all")  # "all": class folders alone, split after loading
+SPLIT_FOLDERS = ("train", "val", "test")
+_SYSTEM_FILES = {"thumbs.db", "desktop.ini", "__macosx"}
 
 
-def _image_member(name: str) -> bool:
-    """An archive member at .../train|test/<class>/<image file>."""
-    parts = Path(name).parts
-    return len(parts) >= 3 and parts[-3] in ("train", "test") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+@dataclass
+class _Listing:
+    """A source's paths ('/'-separated, relative; folders end in '/') and a reader of the named files' bytes."""
+
+    paths: list[str]
+    read: Callable[[set[str]], Iterator[tuple[str, bytes]]]
 
 
-def _tar_files(tar: tarfile.TarFile) -> Iterator[tuple[str, str, str, bytes]]:
-    for member in tar:
-        if member.isfile() and _image_member(member.name):
-            split, cls, name = Path(member.name).parts[-3:]
-            yield split, cls, name, tar.extractfile(member).read()
+def _folder_files(root: Path) -> _Listing:
+    paths = sorted(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*"))
+    return _Listing(paths, lambda wanted: ((name, (root / name).read_bytes()) for name in sorted(wanted)))
+
+
+def _tar_files(tar: tarfile.TarFile) -> _Listing:
+    members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
+    name = {id(m): m.name.removeprefix("./") + ("/" if m.isdir() else "") for m in members}
+
+    def read(wanted):  # in archive order: a .tar.gz is read once, front to back
+        return ((name[id(m)], tar.extractfile(m).read()) for m in members if name[id(m)] in wanted)
+    return _Listing([name[id(m)] for m in members], read)
+
+
+def _zip_files(archive: zipfile.ZipFile) -> _Listing:
+    return _Listing(archive.namelist(), lambda wanted: ((name, archive.read(name)) for name in sorted(wanted)))
+
+
+def _listed(paths: list[str], limit: int = 5) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _image_layout(paths: list[str], where: str) -> dict[str, dict[str, list[str]]]:
+    """part -> class -> image paths, from names alone; a layout that cannot be trained on is a DataError
+    that says what is wrong and how to fix it."""
+    files, folders = [], set()
+    for p in paths:
+        parts = tuple(x for x in p.split("/") if x)
+        if not parts or any(x.startswith(".") or x.lower() in _SYSTEM_FILES for x in parts):
+            continue  # hidden and system files (.DS_Store, __MACOSX/, Thumbs.db) are not data
+        (folders.add(parts) if p.endswith("/") else files.append(parts))
+    expected = f"Expected {LAYOUTS}, e.g. train/<class>/*.jpg and val/<class>/*.jpg."
+    if not files:
+        raise DataError(f"{where} holds no files. {expected}")
+    strip = 0  # one folder around everything (an archive's top folder) is not a class or a split
+    while (all(len(f) >= strip + 3 for f in files) and len({f[strip] for f in files}) == 1
+           and files[0][strip] not in SPLIT_FOLDERS):
+        strip += 1
+    files = [(f[strip:], "/".join(f)) for f in files]
+    folders = {d[strip:] for d in folders if len(d) > strip}
+    not_images = [full for f, full in files if Path(f[-1]).suffix.lower() not in IMAGE_SUFFIXES]
+    if not_images:
+        raise DataError(f"{where}: {len(not_images)} file(s) are not images: {_listed(not_images)}. Only "
+                        f"{' '.join(sorted(IMAGE_SUFFIXES))} files are read: move the others out of the folder.")
+    top = {f[0] for f, _ in files if len(f) > 1} | {d[0] for d in folders}
+    splits = sorted(top & set(SPLIT_FOLDERS), key=SPLIT_FOLDERS.index)
+    if splits and top - set(splits):
+        raise DataError(f"{where} mixes split folders ({', '.join(s + '/' for s in splits)}) with other folders "
+                        f"({', '.join(sorted(d + '/' for d in top - set(splits)))}). Put every class folder inside "
+                        "train/ (and val/ or test/), or use class folders alone and let a split be made.")
+    depth = 3 if splits else 2
+    stray = [full for f, full in files if len(f) != depth]
+    if stray:
+        place = "<split>/<class>/<image>" if splits else "<class>/<image>"
+        raise DataError(f"{where}: {len(stray)} image(s) are not directly in a class folder ({place}): "
+                        f"{_listed(stray)}. Move each into the folder named after its class.")
+    if splits and "train" not in splits:
+        raise DataError(f"{where} has {', '.join(s + '/' for s in splits)} but no train/ folder. "
+                        "Add train/<class>/ with the images to learn from.")
+    if splits == ["train"]:
+        raise DataError(f"{where} has train/ but neither val/ nor test/. Add val/<class>/ with held-out images, "
+                        "or move the class folders out of train/ to have a stratified train/val/test split made.")
+    layout = {part: {} for part in (splits or ["all"])}
+    for d in folders:
+        if len(d) == depth - 1:
+            layout[d[0] if splits else "all"].setdefault(d[-1], [])
+    for f, full in files:
+        layout[f[0] if splits else "all"].setdefault(f[-2], []).append(full)
+    classes = sorted({c for per_class in layout.values() for c in per_class})
+    for part, per_class in layout.items():
+        prefix = f"{part}/" if splits else ""
+        for c in classes:
+            if c not in per_class:
+                having = [f"{p}/" for p in layout if c in layout[p]]
+                raise DataError(f"{where}: class {c!r} is in {', '.join(having)} but has no folder in {part}/. "
+                                f"Every split needs the same class folders: add {part}/{c}/ with some of its "
+                                f"images, or remove {c}/ from {', '.join(having)}.")
+            if not per_class[c]:
+                raise DataError(f"{where}: {prefix}{c}/ holds no images. Add at least one image of {c}, "
+                                "or remove the folder.")
+    if len(classes) < 2:
+        raise DataError(f"{where} has only one class ({classes[0]!r}): a classifier needs at least two. "
+                        "Add a folder of images for each other class beside it.")
+    return layout
+
+
+def _pixel_kind(blob: bytes) -> str:
+    """What an image file holds, from its header only: 'rgb', a conversion to make, or 'unreadable: why'."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+                return "with transparency (placed on white)"
+            if img.mode in ("1", "L", "I", "I;16", "F"):
+                return "grayscale (copied into all three channels)"
+            if img.mode == "CMYK":
+                return "CMYK (converted to RGB colours)"
+            return "rgb" if img.mode in ("RGB", "YCbCr", "P") else f"in mode {img.mode} (converted)"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"unreadable: {e}"
 
 
 def _decode_bytes(blob: bytes, size: int) -> torch.Tensor:
-    """Encoded image -> uint8 (3, size, size): shorter side to `size`, then a centre crop."""
+    """Encoded image -> uint8 (3, size, size): upright (EXIF), RGB, shorter side to `size`, then a centre crop."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(blob)) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
             img = img.convert("RGB")
             if img.size != (size, size):
                 img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
             return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(str(e)) from e
 
 
 def decode_image_file(path: str | Path, size: int = 32) -> torch.Tensor:
     """One image file of any size as uint8 (3, size, size), fitted the way image folders are."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is not a file. Give the path of a photo (.jpg, .png, ...).")
     try:
         return _decode_bytes(path.read_bytes(), size)
     except DataError as e:
         raise DataError(f"{path} is not a readable image ({e}).") from e
 
 
-def _decode_image_files(files: Iterator[tuple[str, str, str, bytes]], size: int, progress: bool, where: str,
-                        total: int | None = None) -> Splits:
+def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str) -> tuple[dict[str, ImageData], str]:
+    """Layout from names, then every file's header, then the pixels: each step fails before the next starts."""
     from tqdm.auto import tqdm
 
-    records = {"train": [], "test": []}
-    for split, cls, name, blob in tqdm(files, desc=f"decoding {Path(where).name}", unit=" img", total=total,
-                                       disable=not progress, mininterval=1.0):
+    layout = _image_layout(listing.paths, where)
+    place = {full: (part, cls) for part, per_class in layout.items() for cls, paths in per_class.items() for full in paths}
+    blobs, unreadable, converted = {}, [], {}
+    for full, blob in listing.read(set(place)):
+        kind = _pixel_kind(blob)
+        if kind.startswith("unreadable"):
+            unreadable.append(f"{full} ({kind.removeprefix('unreadable: ')})")
+        elif kind != "rgb":
+            converted.setdefault(kind, []).append(full)
+        blobs[full] = blob
+    if unreadable:
+        raise DataError(f"{where}: {len(unreadable)} file(s) are not readable images: {_listed(unreadable, 3)}. "
+                        "Remove or replace them (a file that no image viewer opens is damaged, or not an image).")
+    notes = "; ".join(f"{len(paths)} {kind}, e.g. {paths[0]}" for kind, paths in converted.items())
+    classes = sorted({cls for _, cls in place.values()})
+    records = {part: [] for part in layout}
+    for full in tqdm(sorted(blobs, key=lambda f: (place[f][1], f)), desc=f"decoding {Path(where).name}", unit=" img",
+                     disable=not progress, mininterval=1.0):
         try:
-            pixels = _decode_bytes(blob, size)
+            pixels = _decode_bytes(blobs.pop(full), size)
         except DataError as e:
-            raise DataError(f"{where}: {split}/{cls}/{name} is not a readable image ({e}). Remove or replace it.") from e
-        records[split].append((cls, name, pixels))
-    if not records["train"] or not records["test"]:
-        raise DataError(f"{where} has no images under train/<class>/ or test/<class>/ "
-                        f"(found {len(records['train'])} train, {len(records['test'])} test).")
-    classes = sorted({cls for cls, _, _ in records["train"]})
-    index = {c: i for i, c in enumerate(classes)}
-    out = []
-    for split in ("train", "test"):
-        recs = sorted(records[split], key=lambda r: (r[0], r[1]))
-        unknown = {cls for cls, _, _ in recs} - set(classes)
-        if unknown:
-            raise DataError(f"{where}: test classes {sorted(unknown)} have no train folder.")
-        out.append(ImageData(torch.stack([r[2] for r in recs]),
-                             torch.tensor([index[r[0]] for r in recs], dtype=torch.long), classes))
-    return Splits(*out)
+            raise DataError(f"{where}: {full} is not a readable image ({e}). Remove or replace it.") from e
+        part, cls = place[full]
+        records[part].append((classes.index(cls), pixels))
+    parts = {part: ImageData(torch.stack([p for _, p in recs]), torch.tensor([c for c, _ in recs], dtype=torch.long),
+                             classes) for part, recs in records.items()}
+    return parts, (f"Converted to RGB: {notes}." if notes else "")
 
 
 # ------------------------------------------------------------------------------- splits, subsets
@@ -338,6 +514,29 @@ def train_val_split(data: ImageData, n_val: int = 5000, seed: int = 0) -> tuple[
         val_idx.append(idx[:k])
         train_idx.append(idx[k:])
     return data.subset(torch.cat(train_idx).sort().values), data.subset(torch.cat(val_idx).sort().values)
+
+
+def stratified_split(data: ImageData, fractions: Sequence[float], seed: int = 0) -> tuple[ImageData, ...]:
+    """(train, one part per fraction): each class divided in the same proportions, rounded, and at least one
+    image of every class in every part, so that a tiny dataset's every class is still validated and tested."""
+    if not fractions or any(f <= 0 for f in fractions) or sum(fractions) >= 1:
+        raise ValueError(f"fractions must be positive and sum to less than 1 (the rest trains), got {fractions}")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = [[] for _ in range(len(fractions) + 1)]
+    for c, name in enumerate(data.classes):
+        idx = torch.nonzero(data.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        sizes = [max(1, round(len(idx) * f)) for f in fractions]
+        if len(idx) - sum(sizes) < 1:
+            raise DataError(f"class {name!r} has {len(idx)} image(s): a split into train and {len(fractions)} "
+                            f"held-out part(s) needs at least {len(fractions) + 1}. Add images of {name}, "
+                            "or give train/ and val/ folders yourself.")
+        start = 0
+        for part, k in zip(chosen[1:], sizes):
+            part.append(idx[start:start + k])
+            start += k
+        chosen[0].append(idx[start:])
+    return tuple(data.subset(torch.cat(part).sort().values) for part in chosen)
 
 
 COURSE_VAL_SIZE = 5000  # images of CIFAR-10's official training set held out for validation

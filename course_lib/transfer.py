@@ -429,9 +429,9 @@ class FreezeExperiment:
         """The run with the highest validation accuracy so far (None before any run that did not diverge)."""
         return None if self._best is None else self.runs[self._best[0]]
 
-    def test(self, depth: int, lr: float, test: data.ImageData) -> float:
-        """Test accuracy of the run at (depth, lr): call it once, for the configuration chosen on
-        validation. A run not kept in memory is trained again (same seed, same result)."""
+    def model(self, depth: int, lr: float) -> torch.nn.Module:
+        """The model of the run at (depth, lr): the kept weights when it is the best run so far, else trained
+        again (same seed, same result)."""
         key = self.key(depth, lr)
         if key not in self.runs:
             raise ValueError(f"no run at depth {key[0]}, lr {key[1]:g} yet: choose among the runs made on validation")
@@ -443,7 +443,11 @@ class FreezeExperiment:
             models.freeze(model, key[0])
         else:
             model, _ = self._train(*key, progress=False)
-        return accuracy_on_test(model, self.task, test, self.device)
+        return model
+
+    def test(self, depth: int, lr: float, test: data.ImageData) -> float:
+        """Test accuracy of the run at (depth, lr): call it once, for the configuration chosen on validation."""
+        return accuracy_on_test(self.model(depth, lr), self.task, test, self.device)
 
     def table(self) -> list[dict]:
         return [self.runs[k] for k in sorted(self.runs)]

@@ -2,6 +2,10 @@
 result in `.result`, so a test can set a control's value and read what the learner would see."""
 from __future__ import annotations
 
+import html
+import tempfile
+from pathlib import Path
+
 import ipywidgets as W
 
 from .plots import plot_freeze_runs, plot_runs
@@ -204,3 +208,41 @@ class FreezeExplorer(W.VBox):
             with self.plot:
                 self.plot.clear_output(wait=True)
                 show(plot_freeze_runs(rows))
+
+
+class PhotoPredictor(W.VBox):
+    """Lesson 4: upload a photo, or type a file's path, and see the model's top classes with their
+    probabilities. `predict(path)` is the plain function that does the work (a list of (class, p));
+    `.result` is its last answer, or the error message shown instead."""
+
+    def __init__(self, predict):
+        self.predict, self._folder = predict, Path(tempfile.mkdtemp(prefix="uploaded-photos-"))
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload a photo")
+        self.path = W.Text(placeholder="or the path of an image file", layout=W.Layout(width="420px"))
+        self.button = W.Button(description="predict")
+        self.answer = W.HTML()
+        super().__init__([W.HBox([self.upload, self.path, self.button]), self.answer])
+        self.upload.observe(lambda change: self._uploaded(), names="value")
+        self.button.on_click(lambda _: self.show(self.path.value.strip()))
+        self.result = None
+
+    def _uploaded(self):
+        if self.upload.value:
+            file = self.upload.value[0]
+            saved = self._folder / Path(file["name"]).name  # the name only: never a path outside this folder
+            saved.write_bytes(bytes(file["content"]))
+            self.show(str(saved))
+
+    def show(self, path: str):
+        from .data import DataError
+
+        try:
+            self.result = self.predict(path)
+        except DataError as e:
+            self.result = str(e)
+            self.answer.value = f"<b>{html.escape(self.result)}</b>"
+            return
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{100 * p:.1f}%</td>"
+                       f"<td><div style='background:#4c78a8;width:{200 * p:.0f}px;height:10px'></div></td></tr>"
+                       for name, p in self.result)
+        self.answer.value = f"<p>{html.escape(Path(path).name)}</p><table>{rows}</table>"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from course_lib import checks, grading, models
+from graded_cells import graded_parts_of, passes_with
 
 SOURCE = grading.SOURCE_DIR / "03_cifar10_resnet18.ipynb"
 CASES_FILE = grading.SOURCE_DIR / "cases" / "03_cifar10_resnet18.py"
@@ -168,24 +169,6 @@ def load_cases() -> dict:
     return module.CASES
 
 
-def graded_parts(gid: str) -> tuple[str, str]:
-    """(public check, hidden tests) of the graded cell that belongs to answer cell `gid`."""
-    nb = nbformat.read(SOURCE, as_version=4)
-    cell = next(c for c in nb.cells if grading.grade_id(c) == f"{gid}_tests")
-    public, rest = cell.source.split("### BEGIN HIDDEN TESTS")
-    return public, rest.split("### END HIDDEN TESTS")[0]
-
-
-def passes(answer: str, test: str) -> bool:
-    namespace = {"torch": torch, "models": models, "checks": checks, "evaluate_on_test": evaluate_on_test}
-    exec(compile(answer, "<answer>", "exec"), namespace)
-    try:
-        exec(compile(test, "<test>", "exec"), namespace)
-    except Exception:
-        return False
-    return True
-
-
 CASES = load_cases()
 ALL = [(gid, kind, name) for gid, kinds in CASES.items() for kind in ("wrong", "right") for name in kinds[kind]]
 
@@ -200,11 +183,11 @@ def test_every_exercise_has_its_cases():
 @pytest.mark.parametrize("gid,kind,name", ALL, ids=[f"{g}-{k}-{n}" for g, k, n in ALL])
 def test_case_scores_the_same_on_public_check_and_hidden_tests(gid, kind, name):
     answer = CASES[gid][kind][name]
-    public, hidden = graded_parts(gid)
-    torch.manual_seed(0)
+    public, hidden = graded_parts_of(SOURCE, gid)
     want = kind == "right"
-    assert passes(answer, public) is want, f"public check: {name}"
-    assert passes(answer, hidden) is want, f"hidden tests: {name}"
+    lesson = {"evaluate_on_test": evaluate_on_test}
+    assert passes_with(answer, public, lesson) is want, f"public check: {name}"
+    assert passes_with(answer, hidden, lesson) is want, f"hidden tests: {name}"
 
 
 def test_right_cases_are_not_mistaken_for_tampering():

@@ -71,8 +71,9 @@ def test_image_folder_tree_and_archive_any_size(tmp_path):
     tree = write_image_folder(tmp_path / "photos", size=(40, 24))
     s = data.load_image_folder(tree, size=16, progress=False)
     assert s.train.classes == ["cat", "dog"]
-    assert s.train.images.shape == (6, 3, 16, 16) and s.test.images.shape == (4, 3, 16, 16)
-    assert s.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # no val/ folder: one of each class's 3 training images (20%, at least one) is carved off for validation
+    assert s.train.images.shape == (4, 3, 16, 16) and s.test.images.shape == (4, 3, 16, 16)
+    assert s.train.labels.tolist() == [0, 0, 1, 1] and s.val.labels.tolist() == [0, 1]
     archive = make_targz(tree, tmp_path / "photos.tar.gz", "photos")
     a = data.load_image_folder(archive, size=16, progress=False)
     assert torch.equal(a.train.images, s.train.images) and torch.equal(a.test.labels, s.test.labels)
@@ -320,9 +321,10 @@ def test_a_shared_data_folder_lends_its_decode_without_being_written(isolated_da
     monkeypatch.setenv(config.SHARED_DATA_ENV, str(shared))
     shared_files = sorted((p, p.stat().st_mtime_ns) for p in shared.rglob("*"))
     lent = data.load_image_folder(elsewhere, size=8, progress=False)
-    assert torch.equal(lent.train.images, original.train.images) and len(lent.train) == 6
+    assert torch.equal(lent.train.images, original.train.images) and len(lent.train) + len(lent.val) == 2 * 3
     assert sorted((p, p.stat().st_mtime_ns) for p in shared.rglob("*")) == shared_files
     assert not (isolated_data_dir / "cache").exists() or not any((isolated_data_dir / "cache").iterdir())
     # another size is not in the shared folder: decoded from the given copy, into the own data folder
-    assert len(data.load_image_folder(elsewhere, size=4, progress=False).train) == 8
+    other_size = data.load_image_folder(elsewhere, size=4, progress=False)
+    assert len(other_size.train) + len(other_size.val) == 2 * 4
     assert len(list((isolated_data_dir / "cache").glob("photos-4px-*.pt"))) == 1

@@ -98,6 +98,13 @@ def test_validate_lesson3(real_data_env):
     assert len(report) == 6 and all(line.endswith("graded as expected: yes") for line in report)
 
 
+@pytest.mark.cifar
+def test_validate_lesson4(real_data_env):
+    report = []
+    assert grading.validate(only=["04_your_own_images"], report=report) == []
+    assert len(report) == 3 and all(line.endswith("graded as expected: yes") for line in report)
+
+
 def test_the_course_has_at_least_16_exercises_each_with_a_mutant_suite():
     total = 0
     for src in sorted(grading.SOURCE_DIR.glob("*.ipynb")):

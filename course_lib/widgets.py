@@ -217,7 +217,8 @@ class PhotoPredictor(W.VBox):
 
     def __init__(self, predict):
         self.predict, self._folder = predict, Path(tempfile.mkdtemp(prefix="uploaded-photos-"))
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload a photo")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload a photo",
+                                   layout=W.Layout(width="auto"))  # the default width cuts the words short
         self.path = W.Text(placeholder="or the path of an image file", layout=W.Layout(width="420px"))
         self.button = W.Button(description="predict")
         self.answer = W.HTML()

@@ -30,7 +30,7 @@ from conftest import REAL_CIFAR10, RUN_DATA_DIR, SHARED_CIFAR10
 
 pytestmark = pytest.mark.browser
 
-LESSONS = ["00_setup", "01_gradient_descent", "02_transfer_learning", "03_cifar10_resnet18"]
+LESSONS = ["00_setup", "01_gradient_descent", "02_transfer_learning", "03_cifar10_resnet18", "04_your_own_images"]
 CHROMIUM_ENV = "COURSE_CHROMIUM"
 CHROMIUM_CANDIDATES = ["/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome"]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

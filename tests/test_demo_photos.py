@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from course_lib import data, demo_photos, pretrained
+from course_lib import config, data, demo_photos, pretrained
 
 
 def cifar_named(n_per_class: int) -> data.ImageData:
@@ -23,7 +23,8 @@ def test_demo_images_come_only_from_held_out_images_of_non_source_classes(splits
     assert not set(chosen.classes) & set(pretrained.SOURCE_CLASSES)
 
 
-def test_demo_folder_is_written_once_in_mixed_sizes_and_loads(splits, isolated_data_dir):
+def test_demo_folder_is_written_once_in_mixed_sizes_and_loads(splits, isolated_data_dir, monkeypatch):
+    monkeypatch.delenv(config.FAST_ENV, raising=False)  # normal mode's folder (the test command sets fast mode)
     path = demo_photos.write_demo_folder(splits, per_class=6)
     assert path == isolated_data_dir / "demo-photos" and path.stat().st_mode & 0o777 == 0o755
     files = sorted(path.glob("*/*.jpg"))

@@ -67,10 +67,19 @@ def start(lab_args: list[str]) -> None:
     os.execv(cmd[0], cmd)
 
 
-def environment_for_tests(base_env: dict, data_dir: Path) -> dict:
+def test_workers() -> int:
+    """pytest-xdist workers: two where there are two cores. Much of the suite waits on kernels, sandboxes and
+    the browser, and a second worker fills that time (CI: 2 cores)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def environment_for_tests(base_env: dict, data_dir: Path, workers: int = 1) -> dict:
     """Fast, offline and headless, with `data_dir` as the data folder so the tests never write over a
-    learner's caches or checkpoints; the learner's own CIFAR-10 copy is still used (as COURSE_CIFAR10)."""
+    learner's caches or checkpoints; the learner's own CIFAR-10 copy is still used (as COURSE_CIFAR10).
+    The cores are shared out between the `workers` (COURSE_THREADS, unless already set), which the
+    notebooks' kernels and the grading sandboxes they start inherit."""
     env = dict(base_env, COURSE_FAST="1", COURSE_OFFLINE="1", MPLBACKEND="Agg", COURSE_DATA_DIR=str(data_dir))
+    env.setdefault("COURSE_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     if not base_env.get("COURSE_CIFAR10"):
         learners = Path(base_env.get("COURSE_DATA_DIR") or ROOT / "data").expanduser()
         found = [learners / name for name in LOCAL_CIFAR10_NAMES if (learners / name).exists()]
@@ -81,13 +90,15 @@ def environment_for_tests(base_env: dict, data_dir: Path) -> dict:
 
 def test(pytest_args: list[str]) -> int:
     """pytest on tests/ and nbval on the lesson sources (solutions in), fast mode, offline, in a throwaway
-    data folder; CI runs exactly this."""
+    data folder, on test_workers() pytest-xdist workers, a file at a time (tests/conftest.py orders the files);
+    CI runs exactly this."""
     install()
+    workers = test_workers()
     cmd = [str(venv_python()), "-m", "pytest", "tests", "source",
            "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600", "-p", "no:cacheprovider",
-           *pytest_args]
+           "-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder", *pytest_args]
     with tempfile.TemporaryDirectory(prefix="course-test-data-", ignore_cleanup_errors=True) as data_dir:
-        return subprocess.call(cmd, cwd=ROOT, env=environment_for_tests(dict(os.environ), Path(data_dir)))
+        return subprocess.call(cmd, cwd=ROOT, env=environment_for_tests(dict(os.environ), Path(data_dir), workers))
 
 
 def main() -> None:

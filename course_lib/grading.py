@@ -626,7 +626,7 @@ def grade_notebook(source_nb, submission, *, student: str, lesson: str, timeout:
         if sandbox is None:
             lib = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-lib-"))
             lib, cifar10 = copy_course_lib(Path(lib)), _cifar10()
-            sandbox = Sandbox(lib, cifar10=cifar10, isolated=False,
+            sandbox = Sandbox(lib, cifar10=cifar10, isolated=False, threads=config.torch_threads(),
                               shared_data=shared_data(lib, cifar10, [source_nb], progress=False))
         records, executed, events = execute(graded, sandbox, timeout, prepared.wall_seconds(timeout))
     result.notes += events
@@ -739,14 +739,14 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
                 results[student].append(_zero(lesson.notebook, student, lesson.name, found))
             else:
                 work.append((student, lesson, found))
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))  # fewer notebooks than cores: more threads each
+    jobs = max(1, min(jobs or config.torch_threads(), len(work)))  # fewer notebooks than cores: more threads each
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="grading-lib-") as lib:
         lib, cifar10 = copy_course_lib(Path(lib)), _cifar10()
         sandbox = Sandbox(lib, cifar10=cifar10, isolated=isolated,
                           shared_data=shared_data(lib, cifar10, [lesson.notebook for _, lesson, _ in work],
                                                   progress=progress),
-                          threads=max(1, (os.cpu_count() or 1) // jobs),
+                          threads=max(1, config.torch_threads() // jobs),
                           limits=Limits(cpu_seconds=2 * max(l.wall_seconds(timeout) for l in lessons)) if lessons else Limits())
 
         def finished(result: Result, executed) -> None:
@@ -840,11 +840,12 @@ def load_cases(source_path: Path) -> dict:
 
 
 def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
-    """Run the lesson once with the reference solutions; at each exercise, first run every case's answer
-    in place of the solution, each followed by the exercise's probes; judge every record here.
+    """Run the lesson once with the reference solutions; at each exercise, first run the learner's unanswered
+    stub and every case's answer in place of the solution, each followed by the exercise's probes; judge every
+    record here. One run for the whole suite: a lesson's cells before an exercise run once, not once per case.
 
-    Returns one record per case and per reference solution: exercise, kind ("wrong", "right" or
-    "reference"), name, and the public and hidden errors (None: passed).
+    Returns one record per case, per stub and per reference solution: exercise, kind ("wrong", "right", "stub"
+    or "reference"), name, and the public and hidden errors (None: passed).
     """
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         path = Path(tmp) / "lesson.ipynb"
@@ -854,13 +855,15 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
         solved = submission_of(json.loads(nbformat.writes(learner_solved(source_nb))))
         graded, _ = assemble(source_nb, solved, lesson.probes)
         tests_of = answer_test_cells(source_nb)
+        stubs = {grade_id(c): c.source for c in learner_version(source_nb).cells if is_answer(c)}
         runs, cells = [], []
         for cell in graded.cells:
             gid = grade_id(cell)
-            if is_answer(cell) and gid in cases:
+            if is_answer(cell) and gid in tests_of:
                 forget = "".join(f"globals().pop({n!r}, None)\n" for n in sorted(_top_level_names(cell.source)))
-                for kind in ("wrong", "right"):
-                    for name, answer in cases[gid].get(kind, {}).items():
+                suite = {"stub": {"the unanswered stub": stubs[gid]}, **cases.get(gid, {})}
+                for kind in ("stub", "wrong", "right"):
+                    for name, answer in suite.get(kind, {}).items():
                         tag = f"case{len(runs)}"
                         runs.append((gid, kind, name, tag))
                         cells += [nbformat.v4.new_code_cell(forget), nbformat.v4.new_code_cell(answer)]
@@ -873,7 +876,7 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
         for gid in tests_of:
             runs.append((gid, "reference", "the solution", None))
         cifar10 = _cifar10()
-        sandbox = Sandbox(lib, cifar10=cifar10, isolated=False,
+        sandbox = Sandbox(lib, cifar10=cifar10, isolated=False, threads=config.torch_threads(),
                           shared_data=shared_data(lib, cifar10, [source_nb], progress=False))
         records, executed, _ = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4))
     errors = probe_errors(executed)
@@ -898,12 +901,12 @@ def case_problems(records: list[dict], answer_ids: list[str]) -> list[str]:
     missing or too small suite."""
     problems = []
     for r in records:
-        what = f"{r['exercise']}, {r['kind']} answer '{r['name']}'"
+        what = f"{r['exercise']}, " + (r["name"] if r["kind"] == "stub" else f"{r['kind']} answer '{r['name']}'")
         for part in ("public", "hidden"):
             failed = r[part] is not None
-            if r["kind"] == "wrong" and not failed:
+            if r["kind"] in ("wrong", "stub") and not failed:
                 problems.append(f"{what}: the {part} {'check' if part == 'public' else 'tests'} let it pass")
-            if r["kind"] != "wrong" and failed:
+            if r["kind"] in ("right", "reference") and failed:
                 problems.append(f"{what}: the {part} {'check' if part == 'public' else 'tests'} failed it ({r[part][:200]})")
     for gid in answer_ids:
         wrong = sum(1 for r in records if r["exercise"] == gid and r["kind"] == "wrong")
@@ -928,15 +931,10 @@ def validate(source_dir: Path = SOURCE_DIR, timeout: int = 300, only: list[str] 
         if not exercises(nb):
             continue
         try:
-            lesson = Lesson.load(src)
+            Lesson.load(src)  # its graded cells must hold only graded check calls
         except (ValueError, SyntaxError, NameError) as e:
             problems.append(f"{src.name}: {e}")
             continue
-        stubs, _ = grade_notebook(nb, learner_version(nb), student="stubs", lesson=src.stem, timeout=timeout,
-                                  prepared=lesson)
-        for gid in stubs.max_scores:
-            if stubs.scores[gid] != 0:
-                problems.append(f"{src.name} {gid}: the unanswered stub earns {stubs.scores[gid]:g} points")
         answer_ids = [grade_id(c) for c in nb.cells if is_answer(c)]
         records = run_cases(nb, load_cases(src), timeout=timeout)
         problems += [f"{src.name} {p}" for p in case_problems(records, answer_ids)]

@@ -73,7 +73,7 @@ class Sandbox:
     shared_data: Path | None = None  # read-only prepared files (config.shared_data_dir)
     isolated: bool = True
     limits: Limits = field(default_factory=Limits)
-    threads: int = 1
+    threads: int = 1  # torch threads per notebook: the cores shared out between the sandboxes running at once
 
     def environment(self, job: Path) -> dict:
         from . import config, data
@@ -85,6 +85,7 @@ class Sandbox:
                "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(home / "matplotlib"), "IPYTHONDIR": str(home / "ipython"),
                "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_PLATFORM_DIRS": "1",
                "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               config.THREADS_ENV: str(self.threads),  # what a lesson's config.setup() gives torch
                config.FAST_ENV: "1", config.OFFLINE_ENV: "1", config.DATA_DIR_ENV: str(private / "data")}
         if self.cifar10 is not None:
             env[data.CIFAR10_ENV] = self._cifar_path()

@@ -10,7 +10,7 @@ import torch
 from course_lib import config, data
 
 os.environ[config.OFFLINE_ENV] = "1"
-torch.set_num_threads(config.physical_cores())
+torch.set_num_threads(config.torch_threads())  # course.py test shares the cores out between xdist workers
 
 SHARED_CIFAR10 = config.PROJECT_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -25,14 +25,21 @@ def real_cifar10_path() -> Path | None:
 
 REAL_CIFAR10 = real_cifar10_path()  # read before any test's environment is isolated
 # the run's own data folder (course.py test makes a throwaway one, which nbval's kernels use): read before any
-# test's environment is isolated, so the browser test, run last, reuses its decoded CIFAR-10 and source model
+# test's environment is isolated, so the browser test shares the decoded CIFAR-10 and source model with nbval
 RUN_DATA_DIR = os.environ.get(config.DATA_DIR_ENV)
 
 
+# the files that take longest, slowest first: started first, so two workers end together
+SLOWEST_FIRST = ("test_grading_lessons.py", "test_browser.py", "test_grading_attacks.py", "02_transfer_learning.ipynb",
+                 "test_grading.py", "03_cifar10_resnet18.ipynb", "test_pipeline.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """The browser test runs last, after nbval has run every lesson: a failing cell is then named by nbval
-    first, and the browser reuses the data folder nbval's kernels filled."""
-    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    """course.py test runs two pytest-xdist workers, each taking a whole file at a time (`--dist loadfile`: a
+    notebook's cells share one kernel, a module's fixtures are built once) in this order. The browser test
+    and nbval's lesson runs may overlap: both fill the test run's data folder, atomically."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
-"""Helpers for the lessons' case suites: a graded cell's public and hidden parts, and whether an answer
-passes one of them in a namespace like the lesson's."""
+"""Helpers for the lessons' case suites and graded submissions: a graded cell's public and hidden parts, whether
+an answer passes one of them in a namespace like the lesson's, a notebook with one answer changed."""
+import copy
+
 import nbformat
 import torch
 
@@ -24,3 +26,16 @@ def passes_with(answer: str, test: str, names: dict | None = None) -> bool:
     except Exception:
         return False
     return True
+
+
+def answer(nb, gid, code):
+    nb = copy.deepcopy(nb)
+    next(c for c in nb.cells if grading.grade_id(c) == gid).source = code
+    return nb
+
+
+def lesson_only(tmp_path, name: str):
+    """A source folder holding one lesson, so a batch grades only that one."""
+    (tmp_path / "source").mkdir(exist_ok=True)
+    nbformat.write(nbformat.read(grading.SOURCE_DIR / name, as_version=4), tmp_path / "source" / name)
+    return tmp_path / "source"

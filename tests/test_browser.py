@@ -2,8 +2,8 @@
 
 nbval runs every cell but never draws a widget or a figure; this test does, in a throwaway copy of the
 lesson sources (solutions in), fast mode and offline, with throwaway Jupyter folders and the run's throwaway
-data folder (conftest runs it last, so nbval's lessons have filled that folder), so nothing in the checkout is
-written (checked). Chromium is the system one (COURSE_CHROMIUM, else Debian's `chromium`),
+data folder (shared with nbval's lesson runs: whichever runs a lesson first decodes CIFAR-10 and pretrains the
+source model there, the other reuses them), so nothing in the checkout is written (checked). Chromium is the system one (COURSE_CHROMIUM, else Debian's `chromium`),
 driven by playwright. Where either is missing the test skips; in CI (CI set) it fails instead.
 Screenshots of every widget go to COURSE_SCREENSHOTS (else a temporary folder, printed).
 Run it alone with `pytest tests/test_browser.py` or `-m browser`.
@@ -77,7 +77,7 @@ def checkout_snapshot() -> dict[str, tuple[int, int]]:
 
 
 def run_data_dir() -> Path | None:
-    """The test run's throwaway data folder (set by course.py test, filled by nbval's lesson runs), when it lies
+    """The test run's throwaway data folder (set by course.py test, also used by nbval's lesson runs), when it lies
     outside the checkout; else None and the test makes its own."""
     if not RUN_DATA_DIR:
         return None

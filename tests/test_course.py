@@ -59,3 +59,12 @@ def test_the_throwaway_data_folder_is_removed_after_the_run(monkeypatch):
     monkeypatch.setattr(course.subprocess, "call", fake_run)
     assert course.test([]) == 3
     assert seen["folder"] != config.PROJECT_ROOT / "data" and not seen["folder"].exists()
+
+
+def test_the_cores_are_shared_out_between_the_test_workers_unless_threads_are_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(course.os, "cpu_count", lambda: 8)
+    assert course.environment_for_tests({}, tmp_path, workers=2)["COURSE_THREADS"] == "4"
+    assert course.environment_for_tests({}, tmp_path)["COURSE_THREADS"] == "8"
+    assert course.environment_for_tests({"COURSE_THREADS": "1"}, tmp_path, workers=2)["COURSE_THREADS"] == "1"
+    monkeypatch.setattr(course.os, "cpu_count", lambda: 1)
+    assert course.test_workers() == 1 and course.environment_for_tests({}, tmp_path, workers=1)["COURSE_THREADS"] == "1"

@@ -1,5 +1,4 @@
 """Graded exercises: release, sync, validation, and sample submissions graded to their expected scores."""
-import copy
 import csv
 import re
 
@@ -8,6 +7,7 @@ import pytest
 
 pytest.importorskip("nbgrader", reason="instructor tools not installed: python3 course.py install --instructor")
 from course_lib import grading  # noqa: E402
+from graded_cells import answer, lesson_only  # noqa: E402
 
 SOURCE = grading.SOURCE_DIR / "01_gradient_descent.ipynb"
 LESSON = SOURCE.stem
@@ -16,12 +16,6 @@ LESSON = SOURCE.stem
 @pytest.fixture(scope="module")
 def source_nb():
     return nbformat.read(SOURCE, as_version=4)
-
-
-def answer(nb, gid, code):
-    nb = copy.deepcopy(nb)
-    next(c for c in nb.cells if grading.grade_id(c) == gid).source = code
-    return nb
 
 
 def test_learner_notebooks_are_in_sync_with_the_sources():
@@ -77,34 +71,6 @@ def test_validate_lesson1_solutions_pass_and_stubs_fail():
     assert grading.validate(only=["01_gradient_descent"]) == []
 
 
-@pytest.fixture
-def real_data_env(cifar10, monkeypatch):
-    """Let the grading kernels see the real CIFAR-10 (lessons 2 and 3 need it)."""
-    from conftest import REAL_CIFAR10
-    monkeypatch.setenv("COURSE_CIFAR10", str(REAL_CIFAR10))
-
-
-@pytest.mark.cifar
-def test_validate_lesson2(real_data_env):
-    report = []
-    assert grading.validate(only=["02_transfer_learning"], report=report) == []
-    assert len(report) == 6 and all(line.endswith("graded as expected: yes") for line in report)
-
-
-@pytest.mark.cifar
-def test_validate_lesson3(real_data_env):
-    report = []
-    assert grading.validate(only=["03_cifar10_resnet18"], report=report) == []
-    assert len(report) == 6 and all(line.endswith("graded as expected: yes") for line in report)
-
-
-@pytest.mark.cifar
-def test_validate_lesson4(real_data_env):
-    report = []
-    assert grading.validate(only=["04_your_own_images"], report=report) == []
-    assert len(report) == 3 and all(line.endswith("graded as expected: yes") for line in report)
-
-
 def test_the_course_has_at_least_16_exercises_each_with_a_mutant_suite():
     total = 0
     for src in sorted(grading.SOURCE_DIR.glob("*.ipynb")):
@@ -118,30 +84,7 @@ def test_the_course_has_at_least_16_exercises_each_with_a_mutant_suite():
     assert total >= 16
 
 
-def lesson_only(tmp_path, name: str):
-    """A source folder holding one lesson, so a batch grades only that one."""
-    (tmp_path / "source").mkdir(exist_ok=True)
-    nbformat.write(nbformat.read(grading.SOURCE_DIR / name, as_version=4), tmp_path / "source" / name)
-    return tmp_path / "source"
-
-
-@pytest.mark.cifar
-def test_lesson2_reference_partial_and_patched_submissions_in_the_sandbox(real_data_env, tmp_path):
-    source = grading.SOURCE_DIR / "02_transfer_learning.ipynb"
-    solved = grading.learner_solved(nbformat.read(source, as_version=4))
-    partial = answer(solved, "count_trainable", "def count_trainable(model):\n    return sum(p.numel() for p in model.parameters())")
-    partial = answer(partial, "choose_depth", "sweep = [{'depth': 0, 'val_acc': 1.0}]\ndef choose_depth(rows):\n    return 0")
-    for student, nb in {"reference": solved, "ana": partial}.items():
-        (tmp_path / "submitted" / student).mkdir(parents=True)
-        nbformat.write(nb, tmp_path / "submitted" / student / source.name)
-    results = {r.student: r for r in grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", timeout=120,
-                                                           source_dir=lesson_only(tmp_path, source.name), progress=False)}
-    reference = results["reference"]
-    assert set(reference.scores.values()) == {2.0} and len(reference.scores) == 6, (reference.notes, reference.messages)
-    ana = results["ana"]
-    assert ana.scores == {**dict.fromkeys(ana.max_scores, 2), "count_trainable_tests": 0, "choose_depth_tests": 0}
-    assert any("rebinds the lesson's sweep" in a for a in ana.advisories) and not any("sweep" in n for n in ana.notes)
-    assert "every parameter, frozen ones included" in ana.messages["count_trainable_tests"]
+CELL_TIMEOUT = 15  # seconds per cell: lesson 1's slowest cell takes a few, on a machine shared with a second worker
 
 
 def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_path):
@@ -168,7 +111,7 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
     (tmp_path / "submitted" / "absent").mkdir()
 
     grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", source_dir=lesson_only(tmp_path, SOURCE.name),
-                         timeout=8, progress=False)
+                         timeout=CELL_TIMEOUT, progress=False)
 
     rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "grades" / "grades.csv"))}
     full = {"gd_step_tests": 2, "numerical_grad_tests": 2, "converging_lr_tests": 2, "train_linear_tests": 2}
@@ -187,7 +130,7 @@ def test_sample_submissions_are_graded_to_their_expected_scores(source_nb, tmp_p
         assert float(rows[student]["total"]) == sum(scores.values()) and float(rows[student]["max"]) == 8
     feedback = {s: (tmp_path / "grades" / "feedback" / f"{s}.md").read_text() for s in expected}
     assert "01_gradient_descent: 8 / 8" in feedback["correct"] and "Notes" not in feedback["correct"]
-    assert "ran longer than 8 s and was stopped" in feedback["looping"]
+    assert f"ran longer than {CELL_TIMEOUT} s and was stopped" in feedback["looping"]
     assert "'gd\\_step\\_tests' was deleted; it was restored" in feedback["tampered"]
     assert "'gd\\_step\\_tests' was edited; the original was restored" in feedback["edited_check"]
     assert "1 code cell\\(s\\) you added were not run" in feedback["tampered"]
@@ -254,6 +197,11 @@ def test_mutant_suite_finds_checks_that_disagree():
     assert by_name["undefined"]["public"].startswith("the check could not run: NameError")  # no lingering definition
     assert by_name["copy"]["public"] is None and by_name["lambda"]["hidden"] is None
     assert by_name["the solution"]["kind"] == "reference" and by_name["the solution"]["public"] is None
+    stub = by_name["the unanswered stub"]  # every exercise's stub runs in the same pass, and must fail both parts
+    assert stub["kind"] == "stub" and "NotImplementedError" in stub["public"] and stub["hidden"] is not None
+    assert grading.case_problems([{**stub, "public": None, "hidden": None}], []) == [
+        "gd_step, the unanswered stub: the public check let it pass",
+        "gd_step, the unanswered stub: the hidden tests let it pass"]
     problems = grading.case_problems(records, ["gd_step"])
     assert "gd_step, wrong answer 'hardcoded': the public check let it pass" in problems
     assert not any("'undefined'" in p for p in problems)

@@ -3,7 +3,9 @@ result in `.result`, so a test can set a control's value and read what the learn
 from __future__ import annotations
 
 import html
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import ipywidgets as W
@@ -217,6 +219,8 @@ class PhotoPredictor(W.VBox):
 
     def __init__(self, predict):
         self.predict, self._folder = predict, Path(tempfile.mkdtemp(prefix="uploaded-photos-"))
+        # uploads are copies: removed with the widget (close()) or, at the latest, when the kernel exits
+        self._remove_uploads = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload a photo",
                                    layout=W.Layout(width="auto"))  # the default width cuts the words short
         self.path = W.Text(placeholder="or the path of an image file", layout=W.Layout(width="420px"))
@@ -226,6 +230,10 @@ class PhotoPredictor(W.VBox):
         self.upload.observe(lambda change: self._uploaded(), names="value")
         self.button.on_click(lambda _: self.show(self.path.value.strip()))
         self.result = None
+
+    def close(self):
+        self._remove_uploads()
+        super().close()
 
     def _uploaded(self):
         if self.upload.value:

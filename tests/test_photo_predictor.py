@@ -1,4 +1,5 @@
 import datetime
+from pathlib import Path
 
 from PIL import Image
 
@@ -26,3 +27,7 @@ def test_upload_and_path_reach_the_predict_function_and_errors_are_shown(tmp_pat
     w.path.value = str(tmp_path / "missing.jpg")
     w.button.click()
     assert w.result == f"{tmp_path / 'missing.jpg'} is not a file. Give the path of a photo (.jpg, .png, ...)."
+    uploads = Path(seen[-2]).parent
+    assert uploads.is_dir()
+    w.close()
+    assert not uploads.exists()  # the uploaded copies do not outlive the widget

@@ -22,7 +22,7 @@ import torch
 from torchvision import transforms
 
 from course_lib import config, data, features, models, train
-from machine import header
+from machine import header, load_note
 
 ROUNDS = 3
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,6 +121,7 @@ def main():
         rows.append((what, f"{median} {unit}", min_max, note))
         print(f"  {what}: {median} {unit} ({min_max}) {note}", flush=True)
 
+    load_before = os.getloadavg()[0]
     subset = data.per_class(load_cifar10_timed(record), n // 10)
     bs = 256 if device.type == "cpu" else 512
     steps = max(4, n // bs - 1)
@@ -171,9 +172,10 @@ def main():
     record("linear-probe epoch recomputing the frozen backbone", rounds["probe recomputed"], "ms",
            f"{slower:.0f}x (rounds {spread(each, '{:.0f}x')}); target >= 50x")
 
-    run = f"--quick, {n} images per measurement: a smoke run, not reference figures" if args.quick \
-        else f"{n} images per measurement"
-    lines = [f"{header(device, torch.get_num_threads())}; {run}; medians of {ROUNDS} interleaved rounds.", "",
+    run = f"{len(subset):,} CIFAR-10 training images per measurement" + (
+        ": --quick, a smoke run, not reference figures" if args.quick else "")
+    lines = [f"{header(device, torch.get_num_threads())}; {run}; medians of {ROUNDS} interleaved rounds; "
+             f"{load_note(load_before)}.", "",
              f"| measurement | median | min–max of {ROUNDS} rounds | note |", "| --- | --- | --- | --- |"]
     lines += [f"| {what} | {value} | {min_max} | {note} |" for what, value, min_max, note in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)

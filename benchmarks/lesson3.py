@@ -23,6 +23,7 @@ course_lib/pipeline.py::plan_fine_tuning); pass a smaller --epochs to see what s
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 
 from course_lib import config, data, models, pipeline, pretrained, train
 from engine import RESULTS, ROUNDS, dataloader_throughput, fit_throughput, spread
-from machine import header
+from machine import header, load_note
 
 RECIPE_EPOCHS, RECIPE_IMAGES = 10, 50_000
 
@@ -48,6 +49,7 @@ def main():
     parser.add_argument("--out", type=Path, default=RESULTS / "lesson3.md")
     args = parser.parse_args()
     device = config.setup(seed=0)
+    load_before = os.getloadavg()[0]
     rows = []
 
     splits = data.load_cifar10()
@@ -93,7 +95,7 @@ def main():
         ]
         rows = pipeline_rows + rows
 
-    lines = [f"{header(device, torch.get_num_threads())}.", "",
+    lines = [f"{header(device, torch.get_num_threads())}; {load_note(load_before)}.", "",
              "| measurement | value | note |", "| --- | --- | --- |"]
     lines += [f"| {what} | {value} | {note} |" for what, value, note in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from machine import header  # noqa: E402  (benchmarks/ is the script's folder)
 
-RESULT_MARKERS = ("epoch(s); one epoch", "TEST accuracy", "test accuracy", "the recipe reports", "chosen on validation",
+RESULT_MARKERS = ("epoch(s); one epoch", "the rate sweep", "TEST accuracy", "test accuracy", "the recipe reports", "chosen on validation",
                   "this lesson ran", "(planned:", "its validation accuracy on its own")
 
 

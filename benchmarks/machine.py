@@ -2,6 +2,7 @@
 figure copied into the README never loses the machine that produced it."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -30,3 +31,11 @@ def header(device: torch.device, threads: int) -> str:
     name = f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else device.type
     return (f"Measured by `{command()}` on {time.strftime('%Y-%m-%d')}: {cpu_model()}, "
             f"{threads} torch thread(s), torch {torch.__version__}, device {name}")
+
+
+def load_note(load_before: float) -> str:
+    """The 1-minute load average before and after a run: other jobs on the same machine take cores away from the
+    processes timed, and a reader of the results should see whether they did."""
+    return (f"the machine's 1-minute load average was {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} "
+            f"after it (on {os.cpu_count()} logical CPUs: above that, other jobs were taking cores from the processes "
+            "timed)")

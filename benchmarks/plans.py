@@ -5,7 +5,8 @@ Writes benchmarks/results/plans.md, which the README quotes verbatim.
     python benchmarks/plans.py [--threads N]
 
 The plans come from the lessons' own code (transfer.choose_input_size, pipeline.resolution_costs and
-plan_fine_tuning) with nothing spent before them. A plan's cost depends on the input size, not on the
+plan_fine_tuning) with nothing spent before them; lesson 3 revises its plan after its rate sweep
+(pipeline.revise_plan_after_sweep), which needs a model and a sweep, so its row is the first plan. A plan's cost depends on the input size, not on the
 weights' values, and both lessons choose the size by the same rule for either weights, so no weights are
 loaded and one row per lesson serves both paths.
 """
@@ -55,7 +56,8 @@ def main() -> int:
         plan = pipeline.plan_fine_tuning(next(r for r in costs if r["size"] == size), work, 900,
                                          time.perf_counter() - start, max_epochs=12)
         rows.append(("03_cifar10_resnet18, either weights", f"{size} px", plan))
-    lines = [header(device, config.torch_threads()) + ".", "",
+    lines = [header(device, config.torch_threads()) + "; lesson 3's row is its first plan, from section 2's timed "
+             "steps, which the lesson revises after its rate sweep from the sweep's speed and the time it has spent.", "",
              "| lesson, weights | input size | budget | planned epochs (recipe's) | one epoch | planned total |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, size, plan in rows:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from course_lib import config, data, distributed, models, train
-from machine import header
+from machine import header, load_note
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,9 +102,7 @@ def main():
     device = torch.device("cuda" if gpu else "cpu")
     single = statistics.median(r["images_per_s"] for r in runs[setups[0]])
     lines = [f"{header(device, runs[setups[0]][0]['threads'])}; each process: ResNet18 at {args.size} px, batch "
-             f"{args.batch}, {args.steps} timed steps" + (", AMP" if gpu else "") + f"; the machine's 1-minute load "
-             f"average was {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after it (on {os.cpu_count()} "
-             "logical CPUs: above that, other jobs were taking cores from the processes timed).", "",
+             f"{args.batch}, {args.steps} timed steps" + (", AMP" if gpu else "") + f"; {load_note(load_before)}.", "",
              "| processes | torch threads each | training images/s, all processes | min–max | vs the first row |",
              "| --- | --- | --- | --- | --- |"]
     for setup in setups:

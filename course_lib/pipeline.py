@@ -74,10 +74,12 @@ def largest_size_within(costs: list[dict], budget_seconds: float, epochs: int) -
     return max(fitting) if fitting else None
 
 
-# A real fine-tuning epoch (shuffling, per-group optimizer, scheduler, checkpoint, live plot, a machine that is
-# not only training) costs more than the timed steps it is planned from: lesson 3's normal-mode run on a 2-core
-# CPU took 10.8 min for 2 epochs planned at 8.9 (benchmarks/results/lesson_times.md, 2026-11-29 run).
-FIT_OVERHEAD = 1.2
+# A real fine-tuning epoch (shuffling, per-group optimizer, scheduler, checkpoint, live plot) costs a little
+# more than the training steps it is planned from. Planned from section 2's dozen timed steps alone, lesson 3's
+# normal-mode epochs on a 2-core CPU took 1.2x the plan in one run and 0.73x in another (2026-11-29): a few steps
+# on a shared CPU are noise. The plan is now revised with the learning-rate sweep's tens of steps, and this
+# margin covers what a fit epoch adds to them.
+FIT_OVERHEAD = 1.05
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ class LessonWork:
                                        self.n_train + 2 * self.n_val + self.n_test + self.leak_eval_images,
                                        row["images_per_s"])
 
+    def after_sweep_seconds(self, row: dict) -> float:
+        """What rest_seconds still has to come once the warm-up and the sweep have run: the test evaluation
+        and the leaky-recipe demo."""
+        return budget.training_seconds(self.leak_train_images, self.n_test + self.leak_eval_images,
+                                       row["images_per_s"])
+
     def epoch_seconds(self, row: dict) -> float:
         """One fine-tuning epoch with its validation, at a resolution_costs row's speed, FIT_OVERHEAD included."""
         return budget.training_seconds(self.n_train * FIT_OVERHEAD, self.n_val, row["images_per_s"])
@@ -111,6 +119,22 @@ def plan_fine_tuning(row: dict, work: LessonWork, budget_seconds: float, spent_s
     for these epochs, so a shorter plan is still a complete schedule."""
     return budget.plan_epochs(f"fine-tuning at {row['size']} px", work.epoch_seconds(row), budget_seconds,
                               max_epochs=max_epochs, other_seconds=spent_seconds + work.rest_seconds(row))
+
+
+def revise_plan_after_sweep(row: dict, finder: train.LRFinder, work: LessonWork, budget_seconds: float,
+                            spent_seconds: float, *, max_epochs: int) -> tuple[budget.Plan, str]:
+    """The plan again, at the same size, from the speed of the sweep's real training steps (tens of them, a
+    steadier measure than section 2's few) and what the budget has left after the warm-up and the sweep.
+    Returns the plan and a line saying which speed it used (section 2's when the sweep timed no step)."""
+    speed = finder.images_per_s or row["images_per_s"]
+    said = (f"the rate sweep trained at {speed:.0f} images/s, section 2's timing said {row['images_per_s']:.0f}: "
+            "the plan, revised with the sweep's speed and the time spent so far:" if finder.images_per_s else
+            f"the rate sweep timed no step; the plan, revised with section 2's speed ({speed:.0f} images/s) and "
+            "the time spent so far:")
+    swept = dict(row, images_per_s=speed)
+    plan = budget.plan_epochs(f"fine-tuning at {row['size']} px", work.epoch_seconds(swept), budget_seconds,
+                              max_epochs=max_epochs, other_seconds=spent_seconds + work.after_sweep_seconds(swept))
+    return plan, said
 
 
 # ------------------------------------------------------------------------------------ the weights

@@ -489,6 +489,7 @@ class LRFinder:
     lrs: list[float]
     losses: list[float]
     suggestion: float | None  # None: the sweep found no descending region
+    images_per_s: float | None = None  # training speed over the sweep's steps after its first (None: < 2 steps)
 
     @property
     def lowest_loss_lr(self) -> float:
@@ -528,6 +529,7 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
 
     batches = endless()
     bar = tqdm(total=steps, desc="lr_find", disable=not progress)
+    timed_images, timed_from, timed_seconds = 0, None, 0.0
     try:
         for i in range(steps):
             bar.update(1)
@@ -544,7 +546,11 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
                 scaler.update()
             else:
                 opt.step()
-            value = loss.item()
+            value = loss.item()  # waits for the step: the timing below covers whole steps
+            if timed_from is None:
+                timed_from = time.perf_counter()  # the first step warms up and is not timed
+            else:
+                timed_images, timed_seconds = timed_images + len(y), time.perf_counter() - timed_from
             if not math.isfinite(value):
                 break
             smooth = 0.9 * smooth + 0.1 * value
@@ -561,7 +567,8 @@ def lr_find(model: nn.Module, train, *, start_lr: float = 1e-5, end_lr: float = 
             bar.total = bar.n
             bar.refresh()
         bar.close()
-    return LRFinder(lrs, losses, suggest_lr(lrs, losses))
+    speed = timed_images / timed_seconds if timed_images else None
+    return LRFinder(lrs, losses, suggest_lr(lrs, losses), speed)
 
 
 DESCENT_MIN_DROP = 0.02  # a fall of the smoothed loss smaller than this fraction is noise, not a descent

@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from course_lib import budget, data, pipeline, transfer
+from course_lib import budget, data, pipeline, train, transfer
 
 
 def test_plan_takes_as_many_epochs_as_fit_after_the_other_work():
@@ -52,16 +52,36 @@ def test_lesson3_plan_budgets_the_whole_lesson():
     work = pipeline.LessonWork(n_train=45_000, n_val=5_000, n_test=10_000, sweep_images=10_240,
                                leak_train_images=5_000, leak_eval_images=3_000)
     row = {"size": 32, "images_per_s": 200.0}
-    # an epoch: 1.2 x 45,000 / 200 + 5,000 / 1,200 = 274.2 s; the rest: (10,240 + 5,000) / 200 + (45,000 + 10,000
+    # an epoch: 1.05 x 45,000 / 200 + 5,000 / 1,200 = 240.4 s; the rest: (10,240 + 5,000) / 200 + (45,000 + 10,000
     # + 10,000 + 3,000) / 1,200 = 76.2 + 56.7 = 132.9 s
-    assert pipeline.FIT_OVERHEAD == 1.2
-    assert work.epoch_seconds(row) == pytest.approx(274.17, abs=0.01)
+    assert pipeline.FIT_OVERHEAD == 1.05
+    assert work.epoch_seconds(row) == pytest.approx(240.42, abs=0.01)
     assert work.rest_seconds(row) == pytest.approx(132.87, abs=0.01)
     plan = pipeline.plan_fine_tuning(row, work, 900.0, 60.0, max_epochs=12)
-    assert plan.epochs == 2 and plan.fits  # (900 - 60 - 132.9) / 274.2 = 2.58
+    assert plan.epochs == 2 and plan.fits  # (900 - 60 - 132.9) / 240.4 = 2.94
     assert plan.what == "fine-tuning at 32 px"
     fast_machine = pipeline.plan_fine_tuning({"size": 128, "images_per_s": 20_000.0}, work, 900.0, 60.0, max_epochs=12)
     assert fast_machine.epochs == 12
+
+
+def test_lesson3_plan_is_revised_with_the_sweeps_speed():
+    work = pipeline.LessonWork(n_train=45_000, n_val=5_000, n_test=10_000, sweep_images=10_240,
+                               leak_train_images=5_000, leak_eval_images=3_000)
+    row = {"size": 32, "images_per_s": 200.0}
+    # after the sweep only the leaky demo and the test evaluation are to come: 5,000 / 300 + 13,000 / 1,800 = 23.9 s
+    assert work.after_sweep_seconds({"images_per_s": 300.0}) == pytest.approx(23.89, abs=0.01)
+    faster = train.LRFinder([1e-3], [1.0], None, images_per_s=300.0)
+    plan, said = pipeline.revise_plan_after_sweep(row, faster, work, 900.0, 300.0, max_epochs=12)
+    # an epoch at 300 images/s: 1.05 x 45,000 / 300 + 5,000 / 1,800 = 160.3 s; (900 - 300 - 23.9) / 160.3 = 3.59
+    assert plan.epochs == 3 and plan.epoch_seconds == pytest.approx(160.28, abs=0.01)
+    assert plan.other_seconds == pytest.approx(323.89, abs=0.01) and plan.what == "fine-tuning at 32 px"
+    assert said.startswith("the rate sweep trained at 300 images/s, section 2's timing said 200")
+    untimed = train.LRFinder([1e-3], [1.0], None)  # no timed step: section 2's speed, 240.4 s an epoch
+    plan, said = pipeline.revise_plan_after_sweep(row, untimed, work, 900.0, 300.0, max_epochs=12)
+    assert plan.epochs == 2 and plan.epoch_seconds == pytest.approx(240.42, abs=0.01)  # (900 - 300 - 35.8) / 240.4
+    assert "timed no step" in said and "200 images/s" in said
+    slower = train.LRFinder([1e-3], [1.0], None, images_per_s=100.0)
+    assert pipeline.revise_plan_after_sweep(row, slower, work, 900.0, 300.0, max_epochs=12)[0].epochs == 1
 
 
 def _task(n_per_class: int, classes: int = 5) -> transfer.Task:

@@ -222,6 +222,22 @@ def test_lr_find_sweeps_and_suggests_within_range(toy):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_lr_find_times_its_steps_after_the_first(toy, monkeypatch):
+    """Lesson 3 plans its epochs from the sweep's speed. On a fake clock each step takes 50 ms, the first one
+    1.5 s (a slow warm-up step that must not count)."""
+    now = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+    model = small_model()
+    pauses = iter([1.5])
+    model.register_forward_pre_hook(lambda module, args: now.__setitem__(0, now[0] + next(pauses, 0.05)))
+    result = train.lr_find(model, batches(toy.train, bs=16), start_lr=1e-4, end_lr=1e-3, steps=9, device="cpu",
+                           progress=False)
+    assert len(result.losses) == 9
+    assert result.images_per_s == pytest.approx(16 / 0.05)  # 8 timed steps of 16 images, 50 ms each
+    single = train.lr_find(small_model(), batches(toy.train), steps=1, device="cpu", progress=False)
+    assert single.images_per_s is None  # the one step warmed up: nothing was timed
+
+
 def test_suggest_lr_finds_the_steepest_descent():
     lrs = [10 ** (-4 + i * 0.1) for i in range(40)]
     losses = [2.0 - 1.5 / (1 + math.exp(-(i - 20) / 2)) + (0.1 * (i - 32) ** 2 if i > 32 else 0) for i in range(40)]

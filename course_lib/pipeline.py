@@ -74,11 +74,11 @@ def largest_size_within(costs: list[dict], budget_seconds: float, epochs: int) -
     return max(fitting) if fitting else None
 
 
-# A real fine-tuning epoch (shuffling, per-group optimizer, scheduler, checkpoint, live plot) costs a little
-# more than the training steps it is planned from. Planned from section 2's dozen timed steps alone, lesson 3's
-# normal-mode epochs on a 2-core CPU took 1.2x the plan in one run and 0.73x in another (2026-11-29): a few steps
-# on a shared CPU are noise. The plan is now revised with the learning-rate sweep's tens of steps, and this
-# margin covers what a fit epoch adds to them.
+# A margin on the planned time of a fine-tuning epoch, against the machine's speed wandering. Planned from
+# section 2's dozen timed steps alone (with 1.2 here then), lesson 3's normal-mode epochs on a 2-core CPU took
+# 1.2x the plan in one run and 0.73x in another (2026-11-29): a few steps on a shared CPU are noise. The plan is
+# now revised from the learning-rate sweep's tens of steps, and in the runs since, fit's epochs took about what
+# those steps alone predict: no overhead to speak of, so only a small margin is left.
 FIT_OVERHEAD = 1.05
 
 
@@ -128,9 +128,10 @@ def revise_plan_after_sweep(row: dict, finder: train.LRFinder, work: LessonWork,
     Returns the plan and a line saying which speed it used (section 2's when the sweep timed no step)."""
     speed = finder.images_per_s or row["images_per_s"]
     said = (f"the rate sweep trained at {speed:.0f} images/s, section 2's timing said {row['images_per_s']:.0f}: "
-            "the plan, revised with the sweep's speed and the time spent so far:" if finder.images_per_s else
+            "the plan, revised with the sweep's speed and the time spent so far (it replaces section 2's):"
+            if finder.images_per_s else
             f"the rate sweep timed no step; the plan, revised with section 2's speed ({speed:.0f} images/s) and "
-            "the time spent so far:")
+            "the time spent so far (it replaces section 2's):")
     swept = dict(row, images_per_s=speed)
     plan = budget.plan_epochs(f"fine-tuning at {row['size']} px", work.epoch_seconds(swept), budget_seconds,
                               max_epochs=max_epochs, other_seconds=spent_seconds + work.after_sweep_seconds(swept))

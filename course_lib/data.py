@@ -30,7 +30,9 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+# "efficientnet-lite": TensorFlow's (pixel - 127) / 128 on 0..255 pixels, which the Lite models were trained with
+NORMALIZATIONS = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+                  "efficientnet-lite": ((127 / 255,) * 3, (128 / 255,) * 3)}
 
 CIFAR10_ENV = "COURSE_CIFAR10"
 LOCAL_CIFAR10_NAMES = ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz")

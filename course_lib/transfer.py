@@ -54,9 +54,7 @@ def make_task(splits: data.Splits, weights, labels_per_class: int, *, classes=pr
 
 def normalization_of(weights) -> str:
     """The input normalization the weights were trained with."""
-    if weights == "imagenet":
-        return "imagenet"
-    return models.read_state_dict(Path(weights))[1].get("normalization", "cifar")
+    return models.describe_weights(weights)["normalization"]
 
 
 def target_test_set(splits: data.Splits, classes=pretrained.TARGET_CLASSES, per_class: int | None = None,
@@ -148,7 +146,7 @@ def run_strategy(name: str, task: Task, *, epochs: int, lr: float | None = None,
     device = torch.device(device) if device is not None else config.get_device()
     lr = lr if lr is not None else STRATEGIES[name][1]
     config.seed_everything(seed)
-    model = models.build_resnet18(task.num_classes, weights=None if name == "from scratch" else task.weights)
+    model = models.build_model(task.num_classes, models.scratch_of(task.weights) if name == "from scratch" else task.weights)
     t0 = time.perf_counter()
     fit_kw = dict(device=device, progress=progress, desc=f"{name} ({task.labels_per_class}/class)")
     train_b = _batches(task, "train", True, seed, device)
@@ -185,7 +183,8 @@ def strategy_speeds(task: Task, device=None) -> dict[str, float]:
     runs is built from."""
     device = torch.device(device) if device is not None else config.get_device()
     batch = next(iter(training_batches(task, device)))
-    return {name: train.step_throughput(models.freeze(models.build_resnet18(task.num_classes), depth), [batch] * 4,
+    scratch = models.scratch_of(task.weights)  # the same network: speed does not depend on the weights' values
+    return {name: train.step_throughput(models.freeze(models.build_model(task.num_classes, scratch), depth), [batch] * 4,
                                         device=device)
             for name, depth in (("all", 0), ("layer4", "layer3"), ("head", "layer4"))}
 
@@ -311,6 +310,104 @@ def accuracy_of(rows: list[dict], strategy: str, labels_per_class: int) -> float
     return next(r["val_acc"] for r in rows if r["strategy"] == strategy and r["labels_per_class"] == labels_per_class)
 
 
+# --------------------------------------------------------------------------- input size and budget
+IMAGENET_SIZES = (224, 160, 128, 96, 64)  # from ImageNet's native 224 px down: what ImageNet weights are tried at
+
+
+def candidate_sizes(weights) -> tuple[int, ...]:
+    """Input sizes worth trying for `weights`, largest first: ImageNet weights from their native 224 px down
+    (features need the scale they were learnt at), the course's CIFAR source model at its 32 px, random init
+    at 32 px (nothing to match). Fast mode tries the smallest alone."""
+    native = models.describe_weights(weights)["native_size"]
+    if native is None or native < min(IMAGENET_SIZES):
+        return (native or 32,)
+    sizes = tuple(size for size in IMAGENET_SIZES if size <= native)
+    return config.pick(sizes, sizes[-1:])
+
+
+def runs_epoch_seconds(task: Task, run_names, device=None) -> float:
+    """Seconds of one epoch of every run named (STRATEGIES' names), validation included, at speeds measured on
+    this task's batches, at its input size."""
+    speeds = strategy_speeds(task, device)
+    return sum(strategy_epoch_seconds(name, task, speeds) for name in run_names)
+
+
+def choose_size_and_plan(train_data: data.ImageData, val_data: data.ImageData, weights, run_names, *,
+                         budget_seconds: float, spent, max_epochs: int, min_epochs: int = 2, other_seconds: float = 0.0,
+                         device=None) -> tuple[Task, budget.Plan, str]:
+    """The largest of candidate_sizes(weights) at which `min_epochs` of every run fit the budget, the task at that
+    size, its plan (as many epochs as fit, up to `max_epochs`) and a few lines saying why.
+
+    The cost of one epoch is measured at the smallest size and scaled by the pixel count to the larger ones
+    (an upper bound: a convolution's fixed costs weigh more at small sizes), then measured again at the size
+    chosen, which is taken one size down if it then does not fit. `spent()`: seconds of the budget gone."""
+    sizes = candidate_sizes(weights)
+    normalization = normalization_of(weights)
+    measured = {}
+
+    def plan_at(size: int, epoch_seconds: float) -> budget.Plan:
+        return budget.plan_epochs(f"each run at {size} px", epoch_seconds, budget_seconds, max_epochs=max_epochs,
+                                  other_seconds=spent() + other_seconds, per_epoch="one epoch of every run together")
+
+    def measure(size: int) -> float:
+        if size not in measured:
+            measured[size] = runs_epoch_seconds(Task(train_data, val_data, weights, normalization, size), run_names, device)
+        return measured[size]
+
+    smallest = sizes[-1]
+    base = measure(smallest)
+    estimates = {size: base * (size / smallest) ** 2 for size in sizes}
+    chosen = next((size for size in sizes if plan_at(size, estimates[size]).epochs >= min_epochs
+                   and plan_at(size, estimates[size]).fits), smallest)
+    while True:
+        plan = plan_at(chosen, measure(chosen))
+        if (plan.fits and plan.epochs >= min_epochs) or chosen == smallest:
+            break
+        chosen = sizes[sizes.index(chosen) + 1]
+    lines = [f"sizes tried for these weights (native {models.describe_weights(weights)['native_size'] or 'none'}): "
+             + ", ".join(f"{s} px ≈ {estimates[s] / 60:.1f} min/epoch" + (" (measured)" if s in measured else " (estimated)")
+                         for s in sizes)]
+    if len(sizes) > 1:
+        lines.append(f"chosen: {chosen} px, the largest at which {min_epochs} epochs of every run fit the "
+                     f"{budget_seconds / 60:.0f}-minute budget" if plan.fits else
+                     f"chosen: {chosen} px, the smallest; even it does not fit the budget")
+    lines.append(plan.describe())
+    return Task(train_data, val_data, weights, normalization, chosen), plan, "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- where features come from
+def probe_by_size(train_data: data.ImageData, val_data: data.ImageData, sources: dict, sizes, *, epochs: int = 10,
+                  lr: float = 0.05, seed: int = 0, device=None, progress: bool = True) -> list[dict]:
+    """Validation accuracy of a linear probe (the head alone, on cached features of the frozen network) for each
+    source of weights (name -> weights) at each input size: where features transfer. One feature pass per
+    source and size; the head then trains in seconds."""
+    rows = []
+    for name, weights in sources.items():
+        normalization = normalization_of(weights)
+        for size in sizes:
+            t0 = time.perf_counter()
+            config.seed_everything(seed)
+            model = models.build_model(len(train_data.classes), weights)
+            history = features.fit_head(model, train_data, val_data, epochs=epochs, lr=lr, batch_size=BATCH_SIZE,
+                                        normalize=normalization, size=size, seed=seed, steps=epoch_steps(),
+                                        device=device, progress=progress, desc=f"{name}, {size} px")
+            rows.append({"source": name, "size": size, "val_acc": None if history.diverged else history.best_val_acc,
+                         "diverged": history.status() if history.diverged else None,
+                         "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def probe_table(rows: list[dict]) -> str:
+    """probe_by_size's rows as a table: sources down, sizes across."""
+    sizes = sorted({r["size"] for r in rows})
+    names = list(dict.fromkeys(r["source"] for r in rows))
+    acc = {(r["source"], r["size"]): r["val_acc"] for r in rows}
+    lines = [f"{'linear probe, validation':<34}" + "".join(f"{str(s) + ' px':>9}" for s in sizes)]
+    lines += [f"{name:<34}" + "".join(f"{_percent(acc.get((name, s))):>9}" if (name, s) in acc else f"{'':>9}"
+                                      for s in sizes) for name in names]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------- BatchNorm trap
 def batchnorm_trap(task: Task, *, epochs: int, lr: float = 0.05, seed: int = 0, device=None,
                    progress: bool = True) -> dict:
@@ -320,7 +417,7 @@ def batchnorm_trap(task: Task, *, epochs: int, lr: float = 0.05, seed: int = 0, 
     out = {}
     for policy in ("frozen", "naive"):
         config.seed_everything(seed)
-        model = models.freeze(models.build_resnet18(task.num_classes, weights=task.weights), "layer4", bn=policy)
+        model = models.freeze(models.build_model(task.num_classes, task.weights), "layer4", bn=policy)
         before = {n: b.clone() for n, b in model.named_buffers() if n.endswith("running_mean")}
         train.fit(model, _batches(task, "train", True, seed, device), epochs=epochs, lr=lr, device=device,
                   progress=progress, desc=f"head only, BN {policy}")
@@ -389,7 +486,7 @@ class FreezeExperiment:
         """About how long a run takes: measured training steps at this depth, times the run's images,
         plus validation. A rough guide: a busy machine can take several times longer."""
         if depth not in self._throughput:
-            model = models.freeze(models.build_resnet18(self.task.num_classes, weights=self.task.weights), depth)
+            model = models.freeze(models.build_model(self.task.num_classes, self.task.weights), depth)
             batch = next(iter(_batches(self.task, "train", True, self.seed, self.device)))
             self._throughput[depth] = train.step_throughput(model, [batch] * 3, device=self.device)
         images = self.epochs * epoch_steps() * BATCH_SIZE
@@ -402,7 +499,7 @@ class FreezeExperiment:
 
     def _train(self, depth: int, lr: float, progress: bool) -> tuple[torch.nn.Module, train.History]:
         config.seed_everything(self.seed)
-        model = models.freeze(models.build_resnet18(self.task.num_classes, weights=self.task.weights), depth)
+        model = models.freeze(models.build_model(self.task.num_classes, self.task.weights), depth)
         history = train.fit(model, _batches(self.task, "train", True, self.seed, self.device),
                             _batches(self.task, "val", False, self.seed, self.device), epochs=self.epochs, lr=lr,
                             device=self.device, progress=progress, desc=f"{depth} stages frozen, lr {lr:g}")
@@ -438,8 +535,9 @@ class FreezeExperiment:
         if self.runs[key]["diverged"]:
             raise ValueError(f"the run at depth {key[0]}, lr {key[1]:g} diverged; it has no accuracy to test")
         if self._best is not None and self._best[0] == key:
-            model = models.build_resnet18(self.task.num_classes)
+            model = models.build_model(self.task.num_classes, models.scratch_of(self.task.weights))
             model.load_state_dict(self._best[1])
+            model.weights_info = models.describe_weights(self.task.weights)
             models.freeze(model, key[0])
         else:
             model, _ = self._train(*key, progress=False)

@@ -234,3 +234,15 @@ def test_the_imagenet_weights_path_end_to_end_in_fast_mode(cifar10, monkeypatch,
     assert history.diverged is None and history.best_val_acc is not None
     ev = train.evaluate(model, data.Batches(te, 100, normalize=stats, size=size), device="cpu")
     assert ev.confusion.sum() == 100
+
+
+def test_a_model_without_mistakes_gets_a_figure_saying_so_not_an_error():
+    from course_lib import plots
+
+    images = data.synthetic_images(2, num_classes=3, size=8)
+    ev = train.Evaluation(loss=0.1, accuracy=1.0, predictions=images.labels.clone(), labels=images.labels.clone(),
+                          probabilities=torch.nn.functional.one_hot(images.labels, 3).float())
+    indices = pipeline.most_confident_mistakes(ev, k=8)
+    assert len(indices) == 0
+    fig = plots.show_mistakes(images, indices, ev, title="validation mistakes")
+    assert "none, every image is classified right" in fig.axes[0].texts[0].get_text()

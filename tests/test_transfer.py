@@ -207,3 +207,48 @@ def test_transfer_gain_uses_the_seed_mean_where_seeds_ran():
     diverged_seed = dict(spread, **{"fine-tune all": [0.56, None, 0.58]})
     assert transfer.gains_over_scratch(rows, diverged_seed, (10,))[10] == {"gain": pytest.approx(0.28), "seeds": 1,
                                                                             "seed_range": None}
+
+
+# ------------------------------------------------------------------------- input size from the weights and budget
+def test_candidate_sizes_start_from_the_weights_native_size(weights, monkeypatch):
+    monkeypatch.delenv("COURSE_FAST", raising=False)
+    assert transfer.candidate_sizes(models.LITE0_IMAGENET) == (224, 160, 128, 96, 64)
+    assert transfer.candidate_sizes(models.RESNET18_IMAGENET) == (224, 160, 128, 96, 64)
+    assert transfer.candidate_sizes(weights) == (32,)  # a checkpoint that names no resolution: CIFAR's
+    assert transfer.candidate_sizes(None) == (32,)
+    monkeypatch.setenv("COURSE_FAST", "1")
+    assert transfer.candidate_sizes(models.LITE0_IMAGENET) == (64,)
+
+
+@pytest.mark.parametrize("seconds_at_64,expected", [(10.0, 160), (30.0, 96), (200.0, 64)])
+def test_the_largest_size_whose_two_epochs_fit_is_chosen_and_measured_again(splits, monkeypatch, seconds_at_64, expected):
+    """An epoch costs `seconds_at_64` at 64 px and grows with the pixels: budget 300 s, 20 s spent, 2 epochs at least.
+    By hand: 10 s at 64 -> 224 px: 122.5 s x 2 + 20 = 265 <= 300, but measured at 224 (1.3x the estimate here) it
+    does not fit, so 160 px; 30 s -> 128 px: 120 s x 2 + 20 = 260 fits by the estimate, measured 156 s: 332 does not,
+    so 96 px (67.5 s measured 87.75: 195.5 fits); 200 s -> none fits: the smallest, 64 px."""
+    monkeypatch.delenv("COURSE_FAST", raising=False)
+    measured = []
+
+    def epoch_seconds(task, run_names, device=None):
+        measured.append(task.size)
+        slower = 1.0 if task.size == 64 else 1.3  # a real measurement above the pixel-scaled estimate
+        return seconds_at_64 * (task.size / 64) ** 2 * slower
+
+    monkeypatch.setattr(transfer, "runs_epoch_seconds", epoch_seconds)
+    images = data.synthetic_images(4, num_classes=2, size=16)
+    task, plan, why = transfer.choose_size_and_plan(images, images, models.LITE0_IMAGENET, ["from scratch"],
+                                                    budget_seconds=300, spent=lambda: 20.0, max_epochs=10)
+    assert task.size == expected and measured[0] == 64 and measured[-1] == expected
+    assert plan.epochs >= 2 or expected == 64
+    assert f"chosen: {expected} px" in why and "224 px" in why and task.normalization == "efficientnet-lite"
+
+
+def test_probe_by_size_gives_one_row_per_source_and_size(splits, weights):
+    images = data.synthetic_images(6, num_classes=2, size=16)
+    rows = transfer.probe_by_size(images, images, {"source": weights, "random": None}, [16, 24], epochs=2,
+                                  progress=False, device="cpu")
+    assert [(r["source"], r["size"]) for r in rows] == [("source", 16), ("source", 24), ("random", 16), ("random", 24)]
+    assert all(0 <= r["val_acc"] <= 1 for r in rows)
+    table = transfer.probe_table(rows)
+    header, *lines = table.splitlines()
+    assert header.index("16 px") < header.index("24 px") and [line.split()[0] for line in lines] == ["source", "random"]

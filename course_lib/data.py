@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config
-from .storage import atomic_torch_save, fingerprint
+from .storage import SAVE_OVERHEAD, DamagedFileError, NoSpaceError, check_space, fingerprint, load_verified, save_verified
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -35,7 +35,7 @@ NORMALIZATIONS = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_ME
 CIFAR10_ENV = "COURSE_CIFAR10"
 LOCAL_CIFAR10_NAMES = ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: caches carry a checksum
 
 
 class DataError(RuntimeError):
@@ -114,13 +114,22 @@ def load_cifar10(source: str | Path | None = None, *, download: bool | None = No
         path = find_local_cifar10(root)
     if path is None:
         path = _download_cifar10(root, download)
-    parts, _ = _load_cached(path, size=32, cache=cache, progress=progress)
-    if set(parts) != {"train", "test"}:
-        raise DataError(f"{path} holds the parts {sorted(parts)}, not CIFAR-10's train/ and test/.")
-    splits = Splits(parts["train"], parts["test"])
-    if len(splits.train.classes) != 10:
-        raise DataError(f"{path} holds {len(splits.train.classes)} classes, not CIFAR-10's 10: {splits.train.classes}")
-    return splits
+    parts, _ = _load_cached(path, size=32, cache=cache, progress=progress, expect=_cifar10_expected(path))
+    return Splits(parts["train"], parts["test"])
+
+
+def _cifar10_expected(path: Path) -> Callable[[list[str], list[str]], None]:
+    def check(parts: list[str], classes: list[str]):
+        if set(parts) != {"train", "test"}:
+            raise DataError(f"{path} holds the parts {sorted(parts)}, not CIFAR-10's train/ and test/. "
+                            "Point to a complete CIFAR-10 copy (re-download or re-copy it).")
+        if sorted(classes) != sorted(CIFAR10_CLASSES):
+            missing, foreign = sorted(set(CIFAR10_CLASSES) - set(classes)), sorted(set(classes) - set(CIFAR10_CLASSES))
+            raise DataError(f"{path} holds {len(classes)} classes, not CIFAR-10's 10"
+                            + (f": it lacks {', '.join(missing)}" if missing else "")
+                            + (f"{'; it' if missing else ': it'} has {', '.join(foreign)}, which CIFAR-10 has not"
+                               if foreign else "") + ". Re-download or re-copy CIFAR-10.")
+    return check
 
 
 LAYOUTS = ("<class>/*.jpg (a stratified train/val/test split is made), train/<class>/* with val/<class>/* "
@@ -233,9 +242,12 @@ def decoded_cache_file(path: Path, size: int) -> Path:
     return config.data_dir() / "cache" / f"{_cache_stem(path)}-{size}px-v{_CACHE_VERSION}-{fingerprint(path)}.pt"
 
 
-def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> tuple[dict[str, ImageData], str]:
+def _load_cached(path: Path, size: int, cache: bool, progress: bool,
+                 expect: Callable[[list[str], list[str]], None] | None = None) -> tuple[dict[str, ImageData], str]:
     """The parts of a source by name (train, val, test, or all for class folders alone) and notes on
-    conversions made while decoding, from the cache when it matches the source."""
+    conversions made while decoding, from the cache when it matches the source. `expect(parts, classes)`
+    raises a DataError when the source is not what the caller needs: called on the names alone, before any
+    image is decoded, and on a cache, so that nothing is cached of a source that cannot be used."""
     cache_file = None
     if cache:
         stem = _cache_stem(path)
@@ -243,21 +255,53 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> tuple[di
         readable = cache_file if cache_file.exists() else _shared_cache(stem, size)
         if readable is not None:
             try:
-                blob = torch.load(readable, mmap=True, weights_only=True)
-                return ({part: ImageData(blob[f"{part}_images"], blob[f"{part}_labels"], blob["classes"])
-                         for part in _PARTS if f"{part}_images" in blob}, blob.get("notes", ""))
-            except Exception as e:  # a damaged cache is rebuilt, not trusted
-                print(f"The decoded cache {readable} is damaged ({type(e).__name__}); "
+                parts, notes = _read_cache(readable, size)
+            except DamagedFileError as e:  # rebuilt, never trusted
+                print(f"The decoded cache {readable} is damaged ({e}); "
                       f"{'deleting it and ' if readable == cache_file else ''}decoding {path} again to rebuild it.")
                 cache_file.unlink(missing_ok=True)
-    parts, notes = _decode_source(path, size, progress)
+            else:
+                if expect is not None:
+                    expect(list(parts), next(iter(parts.values())).classes)
+                return parts, notes
+
+    def before_decoding(part_names: list[str], classes: list[str], n_images: int):
+        if expect is not None:
+            expect(part_names, classes)
+        if cache_file is not None:  # the cache's size is known now: a full disk is named before the decoding
+            check_space(cache_file.parent, n_images * (3 * size * size + 8) + SAVE_OVERHEAD)
+
+    parts, notes = _decode_source(path, size, progress, before_decoding)
     if cache_file is not None:
         for stale in cache_file.parent.glob(f"{stem}-{size}px-*.pt"):
             stale.unlink(missing_ok=True)
         blob = {"classes": next(iter(parts.values())).classes, "notes": notes}
         for part, d in parts.items():
             blob.update({f"{part}_images": d.images, f"{part}_labels": d.labels})
-        atomic_torch_save(blob, cache_file)
+        save_verified(blob, cache_file)
+    return parts, notes
+
+
+def _read_cache(file: Path, size: int) -> tuple[dict[str, ImageData], str]:
+    """A decoded cache's parts, checked: its checksum, then shapes and label ranges (DamagedFileError)."""
+    blob = load_verified(file, mmap=True)
+    classes, notes = blob.get("classes"), blob.get("notes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+            and isinstance(notes, str)):
+        raise DamagedFileError("its class names or notes are missing")
+    names = [part for part in _PARTS if f"{part}_images" in blob]
+    if not names or len(blob) != 2 + 2 * len(names):
+        raise DamagedFileError(f"it holds the entries {sorted(blob)}, not a decoded source's")
+    parts = {}
+    for part in names:
+        images, labels = blob[f"{part}_images"], blob.get(f"{part}_labels")
+        if (not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4
+                or tuple(images.shape[1:]) != (3, size, size) or labels.dtype != torch.long
+                or labels.shape != (len(images),) or len(images) == 0):
+            raise DamagedFileError(f"its {part} part is not {size}px uint8 images with one int64 label each")
+        if labels.min() < 0 or labels.max() >= len(classes):
+            raise DamagedFileError(f"its {part} labels are not all class numbers 0 to {len(classes) - 1}")
+        parts[part] = ImageData(images, labels, classes)
     return parts, notes
 
 
@@ -270,17 +314,21 @@ def _shared_cache(stem: str, size: int) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, ImageData], str]:
+def _decode_source(path: Path, size: int, progress: bool,
+                   before_decoding: Callable[[list[str], list[str], int], None]) -> tuple[dict[str, ImageData], str]:
+    """The source's parts; `before_decoding(parts, classes, number of images)` is called as soon as they are
+    known (for image files: from the names, before any pixel is decoded)."""
     try:
         if path.is_dir():
             if (path / "data_batch_1").exists():
-                return _read_torchvision_batches(lambda name: open(path / name, "rb")), ""
+                return _read_torchvision_batches(lambda name: open(path / name, "rb"), before_decoding), ""
             if (path / "cifar-10-batches-py" / "data_batch_1").exists():
-                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb")), ""
-            return _decode_image_files(_folder_files(path), size, progress, str(path))
+                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb"),
+                                                 before_decoding), ""
+            return _decode_image_files(_folder_files(path), size, progress, str(path), before_decoding)
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return _decode_image_files(_zip_files(archive), size, progress, str(path))
+                return _decode_image_files(_zip_files(archive), size, progress, str(path), before_decoding)
         if not tarfile.is_tarfile(path):
             raise DataError(f"{path} is neither a folder nor a readable .tar.gz or .zip archive. Re-download or re-copy it.")
         with tarfile.open(path, "r:*") as tar:
@@ -288,9 +336,9 @@ def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, Ima
             batches = [n for n in names if n.endswith("/data_batch_1") or n == "data_batch_1"]
             if batches:
                 prefix = batches[0][: -len("data_batch_1")]
-                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name)), ""
-            return _decode_image_files(_tar_files(tar), size, progress, str(path))
-    except DataError:
+                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name), before_decoding), ""
+            return _decode_image_files(_tar_files(tar), size, progress, str(path), before_decoding)
+    except (DataError, NoSpaceError):
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError,
             zlib.error) as e:
@@ -298,8 +346,8 @@ def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, Ima
                         "Delete it and download or copy it again.") from e
 
 
-def _read_torchvision_batches(open_member) -> dict[str, ImageData]:
-    """torchvision's CIFAR-10 format: pickled dicts of 10,000 flattened images each."""
+def _read_torchvision_batches(open_member, before_decoding) -> dict[str, ImageData]:
+    """torchvision's CIFAR-10 format: pickled dicts of 10,000 flattened images each (no decoding to do)."""
     def read(names):
         images, labels = [], []
         for name in names:
@@ -314,8 +362,9 @@ def _read_torchvision_batches(open_member) -> dict[str, ImageData]:
 
     with open_member("batches.meta") as f:
         classes = pickle.load(f, encoding="latin1")["label_names"]
-    return {"train": ImageData(*read([f"data_batch_{i}" for i in range(1, 6)]), classes),
-            "test": ImageData(*read(["test_batch"]), classes)}
+    train, test = read([f"data_batch_{i}" for i in range(1, 6)]), read(["test_batch"])
+    before_decoding(["train", "test"], classes, len(train[1]) + len(test[1]))
+    return {"train": ImageData(*train, classes), "test": ImageData(*test, classes)}
 
 
 # ------------------------------------------------------------------------------ image folder layouts
@@ -463,12 +512,14 @@ def decode_image_file(path: str | Path, size: int = 32) -> torch.Tensor:
         raise DataError(f"{path} is not a readable image ({e}).") from e
 
 
-def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str) -> tuple[dict[str, ImageData], str]:
+def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str,
+                        before_decoding) -> tuple[dict[str, ImageData], str]:
     """Layout from names, then every file's header, then the pixels: each step fails before the next starts."""
     from tqdm.auto import tqdm
 
     layout = _image_layout(listing.paths, where)
     place = {full: (part, cls) for part, per_class in layout.items() for cls, paths in per_class.items() for full in paths}
+    before_decoding(list(layout), sorted({cls for _, cls in place.values()}), len(place))
     blobs, unreadable, converted = {}, [], {}
     for full, blob in listing.read(set(place)):
         kind = _pixel_kind(blob)

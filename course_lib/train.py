@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import config, distributed
-from .storage import atomic_torch_save
+from .storage import DamagedFileError, load_verified, save_verified
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -311,10 +311,9 @@ def _resumable_state(path: Path, model: nn.Module, epochs: int, steps_per_epoch:
     """The checkpoint, if fit wrote it for this model and this run's length: torch's own errors on a
     mismatch (or a scheduler silently stepping past its end) do not say which file or what to do."""
     try:
-        state = load_checkpoint(path)
-    except Exception as e:
-        why = f"it is not a readable checkpoint, perhaps damaged or cut short ({type(e).__name__})"
-        raise ValueError(_cannot_resume(path, why)) from e
+        state = load_verified(path, map_location="cpu")
+    except DamagedFileError as e:
+        raise ValueError(_cannot_resume(path, f"it is not a readable checkpoint, perhaps damaged or cut short: {e}")) from e
     if "steps_per_epoch" not in state:
         raise ValueError(_cannot_resume(path, "it was not written by fit (or by an older version of the course)"))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -475,12 +474,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, schedule
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "history": history.to_dict() if history is not None else None}
     blob.update(extra or {})
-    return atomic_torch_save(blob, path)
+    return save_verified(blob, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by save_checkpoint (or fit)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by save_checkpoint (or fit), checked against the checksum written with it: a
+    damaged file is a DamagedFileError naming it, never weights with changed bytes."""
+    try:
+        return load_verified(path, map_location="cpu")
+    except DamagedFileError as e:
+        raise DamagedFileError(f"{path} is not a readable checkpoint, perhaps damaged or cut short: {e}. Delete it "
+                               "and train again, or copy it again from where it came from.") from e
 
 
 # ---------------------------------------------------------------------------------------- lr_find

@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import config
+from . import config, images
 from .storage import SAVE_OVERHEAD, DamagedFileError, NoSpaceError, check_space, fingerprint, load_verified, save_verified
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -408,18 +409,19 @@ def _image_layout(paths: list[str], where: str) -> dict[str, dict[str, list[str]
     that says what is wrong and how to fix it."""
     files, folders = [], set()
     for p in paths:
-        parts = tuple(x for x in p.split("/") if x)
+        names = [x for x in p.split("/") if x]
+        parts = tuple(unicodedata.normalize("NFC", x) for x in names)  # a zip made on macOS spells é as e + ´
         if not parts or any(x.startswith(".") or x.lower() in _SYSTEM_FILES for x in parts):
             continue  # hidden and system files (.DS_Store, __MACOSX/, Thumbs.db) are not data
-        (folders.add(parts) if p.endswith("/") else files.append(parts))
+        (folders.add(parts) if p.endswith("/") else files.append((parts, "/".join(names))))
     expected = f"Expected {LAYOUTS}, e.g. train/<class>/*.jpg and val/<class>/*.jpg."
     if not files:
         raise DataError(f"{where} holds no files. {expected}")
     strip = 0  # one folder around everything (an archive's top folder) is not a class or a split
-    while (all(len(f) >= strip + 3 for f in files) and len({f[strip] for f in files}) == 1
-           and files[0][strip] not in SPLIT_FOLDERS):
+    while (all(len(f) >= strip + 3 for f, _ in files) and len({f[strip] for f, _ in files}) == 1
+           and files[0][0][strip] not in SPLIT_FOLDERS):
         strip += 1
-    files = [(f[strip:], "/".join(f)) for f in files]
+    files = [(f[strip:], full) for f, full in files]
     folders = {d[strip:] for d in folders if len(d) > strip}
     not_images = [full for f, full in files if Path(f[-1]).suffix.lower() not in IMAGE_SUFFIXES]
     if not_images:
@@ -467,37 +469,21 @@ def _image_layout(paths: list[str], where: str) -> dict[str, dict[str, list[str]
     return layout
 
 
-def _pixel_kind(blob: bytes) -> str:
+def _pixel_kind(blob: bytes, size: int) -> str:
     """What an image file holds, from its header only: 'rgb', a conversion to make, or 'unreadable: why'."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(blob)) as img:
-            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-                return "with transparency (placed on white)"
-            if img.mode in ("1", "L", "I", "I;16", "F"):
-                return "grayscale (copied into all three channels)"
-            if img.mode == "CMYK":
-                return "CMYK (converted to RGB colours)"
-            return "rgb" if img.mode in ("RGB", "YCbCr", "P") else f"in mode {img.mode} (converted)"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with images.open_photo(io.BytesIO(blob), size) as img:
+            return images.conversion(img) or "rgb"
+    except (OSError, SyntaxError, ValueError) as e:
         return f"unreadable: {e}"
 
 
 def _decode_bytes(blob: bytes, size: int) -> torch.Tensor:
-    """Encoded image -> uint8 (3, size, size): upright (EXIF), RGB, shorter side to `size`, then a centre crop."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+    """Encoded image -> uint8 (3, size, size), as images.fit_photo prepares it."""
     try:
-        with Image.open(io.BytesIO(blob)) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
-            return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with images.open_photo(io.BytesIO(blob), size) as img:
+            return torch.from_numpy(np.asarray(images.fit_photo(img, size)).copy()).permute(2, 0, 1)
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(str(e)) from e
 
 
@@ -509,7 +495,8 @@ def decode_image_file(path: str | Path, size: int = 32) -> torch.Tensor:
     try:
         return _decode_bytes(path.read_bytes(), size)
     except DataError as e:
-        raise DataError(f"{path} is not a readable image ({e}).") from e
+        raise DataError(f"{path} is not a readable image ({e}). Give another photo, or a copy of it saved as .jpg "
+                        "or .png.") from e
 
 
 def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str,
@@ -522,7 +509,7 @@ def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str
     before_decoding(list(layout), sorted({cls for _, cls in place.values()}), len(place))
     blobs, unreadable, converted = {}, [], {}
     for full, blob in listing.read(set(place)):
-        kind = _pixel_kind(blob)
+        kind = _pixel_kind(blob, size)
         if kind.startswith("unreadable"):
             unreadable.append(f"{full} ({kind.removeprefix('unreadable: ')})")
         elif kind != "rgb":

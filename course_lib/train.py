@@ -451,17 +451,29 @@ def evaluate(model: nn.Module, batches, *, device=None, amp: bool = True, detail
 def predict(model: nn.Module, files: Iterable[str | Path], classes: list[str], *, size: int = 32,
             input_size: int | None = None, normalize="cifar", device=None, top: int = 3) -> list[list[tuple[str, float]]]:
     """Classify image files of any size: each is decoded, fitted to `size` (as the training data was),
-    resized to the model's `input_size` and normalized like the training batches. Returns top-k (class, p)."""
-    from .data import Batches, ImageData, decode_image_file
+    resized to the model's `input_size` and normalized like the training batches. Returns top-k (class, p)
+    per file; a file that cannot be read gets [] and is named with its problem, so that one bad photo does not
+    cost the others their prediction (a DataError when none can be read)."""
+    from .data import Batches, DataError, ImageData, decode_image_file
 
-    images = torch.stack([decode_image_file(f, size) for f in files])
+    files, pixels, unreadable = list(files), {}, []
+    for i, f in enumerate(files):
+        try:
+            pixels[i] = decode_image_file(f, size)
+        except DataError as e:
+            unreadable.append(str(e))
+    if not pixels:
+        raise DataError(" ".join(unreadable) or "no image files given")
+    if unreadable:
+        print(f"Not predicted: {' '.join(unreadable)}")
+    images = torch.stack(list(pixels.values()))
     batches = Batches(ImageData(images, torch.zeros(len(images), dtype=torch.long), classes), 64,
                       normalize=normalize, size=input_size)
     ev = evaluate(model, batches, device=device)
-    out = []
-    for p in ev.probabilities:
+    out = [[] for _ in files]
+    for i, p in zip(pixels, ev.probabilities):
         values, idx = p.topk(min(top, len(classes)))
-        out.append([(classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())])
+        out[i] = [(classes[c], float(v)) for v, c in zip(values.tolist(), idx.tolist())]
     return out
 
 

@@ -6,6 +6,7 @@ whole batches (the idea of KellerJordan/cifar10-airbench).
 """
 from __future__ import annotations
 
+import glob
 import io
 import math
 import os
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from . import config, images
-from .storage import SAVE_OVERHEAD, DamagedFileError, NoSpaceError, check_space, fingerprint, load_verified, save_verified
+from .storage import (SAVE_OVERHEAD, DamagedFileError, NoSpaceError, check_space, fingerprint, load_verified,
+                      remove_abandoned_temporaries, save_verified)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -120,6 +122,7 @@ def load_cifar10(source: str | Path | None = None, *, download: bool | None = No
 
 
 def _cifar10_expected(path: Path) -> Callable[[list[str], list[str]], None]:
+    """The check that `path` holds CIFAR-10's parts and classes, for _load_cached to make before decoding."""
     def check(parts: list[str], classes: list[str]):
         if set(parts) != {"train", "test"}:
             raise DataError(f"{path} holds the parts {sorted(parts)}, not CIFAR-10's train/ and test/. "
@@ -274,8 +277,9 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool,
 
     parts, notes = _decode_source(path, size, progress, before_decoding)
     if cache_file is not None:
-        for stale in cache_file.parent.glob(f"{stem}-{size}px-*.pt"):
+        for stale in cache_file.parent.glob(f"{glob.escape(stem)}-{size}px-*.pt"):
             stale.unlink(missing_ok=True)
+        remove_abandoned_temporaries(cache_file.parent, f"{glob.escape(stem)}-{size}px-*.pt")  # of other versions too
         blob = {"classes": next(iter(parts.values())).classes, "notes": notes}
         for part, d in parts.items():
             blob.update({f"{part}_images": d.images, f"{part}_labels": d.labels})
@@ -295,14 +299,14 @@ def _read_cache(file: Path, size: int) -> tuple[dict[str, ImageData], str]:
         raise DamagedFileError(f"it holds the entries {sorted(blob)}, not a decoded source's")
     parts = {}
     for part in names:
-        images, labels = blob[f"{part}_images"], blob.get(f"{part}_labels")
-        if (not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4
-                or tuple(images.shape[1:]) != (3, size, size) or labels.dtype != torch.long
-                or labels.shape != (len(images),) or len(images) == 0):
+        pixels, labels = blob[f"{part}_images"], blob.get(f"{part}_labels")
+        if not (isinstance(pixels, torch.Tensor) and isinstance(labels, torch.Tensor) and pixels.dtype == torch.uint8
+                and tuple(pixels.shape[1:]) == (3, size, size) and len(pixels) > 0
+                and labels.dtype == torch.long and labels.shape == (len(pixels),)):
             raise DamagedFileError(f"its {part} part is not {size}px uint8 images with one int64 label each")
         if labels.min() < 0 or labels.max() >= len(classes):
             raise DamagedFileError(f"its {part} labels are not all class numbers 0 to {len(classes) - 1}")
-        parts[part] = ImageData(images, labels, classes)
+        parts[part] = ImageData(pixels, labels, classes)
     return parts, notes
 
 

@@ -3,6 +3,7 @@ leaves a half-written cache, checkpoint or notebook), checked for room first, an
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import os
 import re
@@ -33,11 +34,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], size: int | No
 
     `size`, the bytes it will take when known, is checked against the free space first, so that a full disk
     is named before minutes of work are lost; a disk that fills during the write is named all the same.
-    Temporary files that killed writers left beside `path` are removed first.
+    Temporary files that killed writes of `path` left beside it are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_temporaries(path.parent)
+    remove_abandoned_temporaries(path.parent, glob.escape(path.name))
     if size is not None:
         check_space(path.parent, size)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
@@ -86,19 +87,15 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f}"
 
 
-_TEMPORARY = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")
-
-
-def remove_abandoned_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files of writes that were killed (SIGKILL, a kernel restart, a power cut) in
-    `folder`: those whose writing process (its id is in the name) is no longer running, and any untouched
-    for an hour. A running write keeps its file."""
+def remove_abandoned_temporaries(folder: Path, name: str) -> list[Path]:
+    """Delete the temporary files that killed writes (SIGKILL, a kernel restart, a power cut) of the files
+    named `name` (a glob pattern) left in `folder`: those whose writing process (its id is in the name) no
+    longer runs, and any untouched for an hour. A running write keeps its file; other files are not looked at."""
     removed = []
-    for tmp in folder.glob(".*.tmp"):
+    for tmp in folder.glob(f".{name}.*.tmp"):
         try:
-            match = _TEMPORARY.match(tmp.name)
-            idle = time.time() - tmp.stat().st_mtime
-            if idle > ABANDONED_AFTER_S or (match and not _running(int(match.group(1)))):
+            writer = re.search(r"\.(\d+)-[^.]+\.tmp$", tmp.name)
+            if time.time() - tmp.stat().st_mtime > ABANDONED_AFTER_S or (writer and not _running(int(writer[1]))):
                 tmp.unlink()
                 removed.append(tmp)
         except FileNotFoundError:  # its writer renamed or removed it meanwhile

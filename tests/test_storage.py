@@ -213,10 +213,21 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
     [left] = tmp_path.glob(".run.pt.*.tmp")
-    running = tmp_path / f".other.pt.{os.getpid()}-abc.tmp"  # a write in progress, of this process
-    running.write_bytes(b"y")
-    old = tmp_path / ".cache.pt.xyz.tmp"  # an older course's name, untouched for two hours
-    old.write_bytes(b"z")
-    os.utime(old, (time.time() - 7200,) * 2)
+    running = tmp_path / f".run.pt.{os.getpid()}-abc.tmp"  # a write of the same file in progress, by this process
+    older = tmp_path / ".run.pt.xyz.tmp"  # an older course's name, untouched for two hours
+    others = [tmp_path / ".notes.tmp", tmp_path / ".other.pt.999999999-abc.tmp"]  # not temporaries of run.pt
+    for file in [running, older, *others]:
+        file.write_bytes(b"y")
+    os.utime(older, (time.time() - 7200,) * 2)
     train.save_checkpoint(tmp_path / "run.pt", torch.nn.Linear(2, 2))
-    assert not left.exists() and not old.exists() and running.exists()
+    assert not left.exists() and not older.exists() and running.exists() and all(f.exists() for f in others)
+
+
+def test_a_killed_decodes_temporary_file_is_removed_when_the_source_changed(isolated_data_dir, tmp_path):
+    root, _ = photos(tmp_path / "photos")
+    data.load_image_folder(root, size=8, progress=False)
+    left = isolated_data_dir / "cache" / f".{one_cache(isolated_data_dir).name}.999999999-abc.tmp"  # no such process
+    left.write_bytes(b"half a decode")
+    os.utime(root / "train" / "cat" / "0.png")  # the source changes: a cache of another name is written
+    data.load_image_folder(root, size=8, progress=False)
+    assert not left.exists()

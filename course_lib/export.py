@@ -61,7 +61,7 @@ def export_model(model: nn.Module, path: str | Path, *, classes, size: int, inpu
             "output": "logits, one per class in the order of classes"}
     archive = io.BytesIO()  # torch.export wants a .pt2 name or a buffer, and atomic_write's temporary file has neither
     torch.export.save(exported, archive, extra_files={META_FILE: json.dumps(meta)})
-    return atomic_write(path, lambda tmp: tmp.write_bytes(archive.getvalue()))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(archive.getvalue()), size=archive.getbuffer().nbytes)
 
 
 def check_archive(path):

@@ -54,7 +54,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], size: int | No
         written = tmp_path.stat().st_size if tmp_path.exists() else 0
         tmp_path.unlink(missing_ok=True)
         if _disk_full(e):
-            raise no_space(path.parent, max(size or 0, written), at_least=size is None) from e
+            raise _no_space(path.parent, max(size or 0, written), at_least=size is None) from e
         raise
     return path
 
@@ -65,7 +65,7 @@ def _disk_full(e: BaseException) -> bool:
             or (isinstance(e, RuntimeError) and "unexpected pos" in str(e)))
 
 
-def no_space(folder: Path, needed: int, at_least: bool = False) -> NoSpaceError:
+def _no_space(folder: Path, needed: int, at_least: bool = False) -> NoSpaceError:
     """The error for `needed` bytes that do not fit in `folder`, with the fix."""
     from .config import DATA_DIR_ENV
 
@@ -80,7 +80,7 @@ def check_space(folder: str | Path, needed: int) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if shutil.disk_usage(folder).free < needed:
-        raise no_space(folder, needed)
+        raise _no_space(folder, needed)
 
 
 def _mb(n: int) -> str:

@@ -231,3 +231,25 @@ def test_a_killed_decodes_temporary_file_is_removed_when_the_source_changed(isol
     os.utime(root / "train" / "cat" / "0.png")  # the source changes: a cache of another name is written
     data.load_image_folder(root, size=8, progress=False)
     assert not left.exists()
+
+
+def test_a_damaged_shared_decode_is_not_used_and_left_as_it_is(isolated_data_dir, tmp_path, monkeypatch, capsys):
+    """The grader's read-only folder is not this learner's to delete: its damaged decode is passed over, and the
+    source decoded into the learner's own data folder."""
+    root, train_pixels = photos(tmp_path / "photos")
+    shared = tmp_path / "shared"
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(shared))
+    data.load_image_folder(root, size=8, progress=False)
+    lent = one_cache(shared)
+    overwrite(lent, entry_offset(lent, len(train_pixels) * 3 * 8 * 8) + 3, b"\x00\x01\x02")
+    damaged = lent.read_bytes()
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(isolated_data_dir))
+    monkeypatch.setenv(config.SHARED_DATA_ENV, str(shared))
+    capsys.readouterr()
+    again = data.load_image_folder(root, size=8, progress=False)
+    assert capsys.readouterr().out == (f"The decoded cache {lent} is damaged (its content does not match its checksum: "
+                                       f"bytes in it were changed after it was written); decoding {root} again to "
+                                       "rebuild it.\n")
+    everything = torch.cat([again.train.images, again.val.images])[torch.cat([again.train.index, again.val.index]).argsort()]
+    assert np.array_equal(everything.numpy(), train_pixels)
+    assert lent.read_bytes() == damaged and one_cache(isolated_data_dir).name == lent.name

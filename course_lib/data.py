@@ -6,11 +6,13 @@ whole batches (the idea of KellerJordan/cifar10-airbench).
 """
 from __future__ import annotations
 
+import glob
 import io
 import math
 import os
 import pickle
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import config
-from .storage import atomic_torch_save, fingerprint
+from . import config, images
+from .storage import (SAVE_OVERHEAD, DamagedFileError, NoSpaceError, check_space, fingerprint, load_verified,
+                      remove_abandoned_temporaries, save_verified)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -37,7 +40,7 @@ NORMALIZATIONS = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_ME
 CIFAR10_ENV = "COURSE_CIFAR10"
 LOCAL_CIFAR10_NAMES = ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10", "cifar10-jpeg.tar.gz")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: caches carry a checksum
 
 
 class DataError(RuntimeError):
@@ -116,13 +119,23 @@ def load_cifar10(source: str | Path | None = None, *, download: bool | None = No
         path = find_local_cifar10(root)
     if path is None:
         path = _download_cifar10(root, download)
-    parts, _ = _load_cached(path, size=32, cache=cache, progress=progress)
-    if set(parts) != {"train", "test"}:
-        raise DataError(f"{path} holds the parts {sorted(parts)}, not CIFAR-10's train/ and test/.")
-    splits = Splits(parts["train"], parts["test"])
-    if len(splits.train.classes) != 10:
-        raise DataError(f"{path} holds {len(splits.train.classes)} classes, not CIFAR-10's 10: {splits.train.classes}")
-    return splits
+    parts, _ = _load_cached(path, size=32, cache=cache, progress=progress, expect=_cifar10_expected(path))
+    return Splits(parts["train"], parts["test"])
+
+
+def _cifar10_expected(path: Path) -> Callable[[list[str], list[str]], None]:
+    """The check that `path` holds CIFAR-10's parts and classes, for _load_cached to make before decoding."""
+    def check(parts: list[str], classes: list[str]):
+        if set(parts) != {"train", "test"}:
+            raise DataError(f"{path} holds the parts {sorted(parts)}, not CIFAR-10's train/ and test/. "
+                            "Point to a complete CIFAR-10 copy (re-download or re-copy it).")
+        if sorted(classes) != sorted(CIFAR10_CLASSES):
+            missing, foreign = sorted(set(CIFAR10_CLASSES) - set(classes)), sorted(set(classes) - set(CIFAR10_CLASSES))
+            raise DataError(f"{path} holds {len(classes)} classes, not CIFAR-10's 10"
+                            + (f": it lacks {', '.join(missing)}" if missing else "")
+                            + (f"{'; it' if missing else ': it'} has {', '.join(foreign)}, which CIFAR-10 has not"
+                               if foreign else "") + ". Re-download or re-copy CIFAR-10.")
+    return check
 
 
 LAYOUTS = ("<class>/*.jpg (a stratified train/val/test split is made), train/<class>/* with val/<class>/* "
@@ -235,9 +248,12 @@ def decoded_cache_file(path: Path, size: int) -> Path:
     return config.data_dir() / "cache" / f"{_cache_stem(path)}-{size}px-v{_CACHE_VERSION}-{fingerprint(path)}.pt"
 
 
-def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> tuple[dict[str, ImageData], str]:
+def _load_cached(path: Path, size: int, cache: bool, progress: bool,
+                 expect: Callable[[list[str], list[str]], None] | None = None) -> tuple[dict[str, ImageData], str]:
     """The parts of a source by name (train, val, test, or all for class folders alone) and notes on
-    conversions made while decoding, from the cache when it matches the source."""
+    conversions made while decoding, from the cache when it matches the source. `expect(parts, classes)`
+    raises a DataError when the source is not what the caller needs: called on the names alone, before any
+    image is decoded, and on a cache, so that nothing is cached of a source that cannot be used."""
     cache_file = None
     if cache:
         stem = _cache_stem(path)
@@ -245,21 +261,54 @@ def _load_cached(path: Path, size: int, cache: bool, progress: bool) -> tuple[di
         readable = cache_file if cache_file.exists() else _shared_cache(stem, size)
         if readable is not None:
             try:
-                blob = torch.load(readable, mmap=True, weights_only=True)
-                return ({part: ImageData(blob[f"{part}_images"], blob[f"{part}_labels"], blob["classes"])
-                         for part in _PARTS if f"{part}_images" in blob}, blob.get("notes", ""))
-            except Exception as e:  # a damaged cache is rebuilt, not trusted
-                print(f"The decoded cache {readable} is damaged ({type(e).__name__}); "
+                parts, notes = _read_cache(readable, size)
+            except DamagedFileError as e:  # rebuilt, never trusted
+                print(f"The decoded cache {readable} is damaged ({e}); "
                       f"{'deleting it and ' if readable == cache_file else ''}decoding {path} again to rebuild it.")
                 cache_file.unlink(missing_ok=True)
-    parts, notes = _decode_source(path, size, progress)
+            else:
+                if expect is not None:
+                    expect(list(parts), next(iter(parts.values())).classes)
+                return parts, notes
+
+    def before_decoding(part_names: list[str], classes: list[str], n_images: int):
+        if expect is not None:
+            expect(part_names, classes)
+        if cache_file is not None:  # the cache's size is known now: a full disk is named before the decoding
+            check_space(cache_file.parent, n_images * (3 * size * size + 8) + SAVE_OVERHEAD)
+
+    parts, notes = _decode_source(path, size, progress, before_decoding)
     if cache_file is not None:
-        for stale in cache_file.parent.glob(f"{stem}-{size}px-*.pt"):
+        for stale in cache_file.parent.glob(f"{glob.escape(stem)}-{size}px-*.pt"):
             stale.unlink(missing_ok=True)
+        remove_abandoned_temporaries(cache_file.parent, f"{glob.escape(stem)}-{size}px-*.pt")  # of other versions too
         blob = {"classes": next(iter(parts.values())).classes, "notes": notes}
         for part, d in parts.items():
             blob.update({f"{part}_images": d.images, f"{part}_labels": d.labels})
-        atomic_torch_save(blob, cache_file)
+        save_verified(blob, cache_file)
+    return parts, notes
+
+
+def _read_cache(file: Path, size: int) -> tuple[dict[str, ImageData], str]:
+    """A decoded cache's parts, checked: its checksum, then shapes and label ranges (DamagedFileError)."""
+    blob = load_verified(file, mmap=True)
+    classes, notes = blob.get("classes"), blob.get("notes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+            and isinstance(notes, str)):
+        raise DamagedFileError("its class names or notes are missing")
+    names = [part for part in _PARTS if f"{part}_images" in blob]
+    if not names or len(blob) != 2 + 2 * len(names):
+        raise DamagedFileError(f"it holds the entries {sorted(blob)}, not a decoded source's")
+    parts = {}
+    for part in names:
+        pixels, labels = blob[f"{part}_images"], blob.get(f"{part}_labels")
+        if not (isinstance(pixels, torch.Tensor) and isinstance(labels, torch.Tensor) and pixels.dtype == torch.uint8
+                and tuple(pixels.shape[1:]) == (3, size, size) and len(pixels) > 0
+                and labels.dtype == torch.long and labels.shape == (len(pixels),)):
+            raise DamagedFileError(f"its {part} part is not {size}px uint8 images with one int64 label each")
+        if labels.min() < 0 or labels.max() >= len(classes):
+            raise DamagedFileError(f"its {part} labels are not all class numbers 0 to {len(classes) - 1}")
+        parts[part] = ImageData(pixels, labels, classes)
     return parts, notes
 
 
@@ -272,17 +321,21 @@ def _shared_cache(stem: str, size: int) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, ImageData], str]:
+def _decode_source(path: Path, size: int, progress: bool,
+                   before_decoding: Callable[[list[str], list[str], int], None]) -> tuple[dict[str, ImageData], str]:
+    """The source's parts; `before_decoding(parts, classes, number of images)` is called as soon as they are
+    known (for image files: from the names, before any pixel is decoded)."""
     try:
         if path.is_dir():
             if (path / "data_batch_1").exists():
-                return _read_torchvision_batches(lambda name: open(path / name, "rb")), ""
+                return _read_torchvision_batches(lambda name: open(path / name, "rb"), before_decoding), ""
             if (path / "cifar-10-batches-py" / "data_batch_1").exists():
-                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb")), ""
-            return _decode_image_files(_folder_files(path), size, progress, str(path))
+                return _read_torchvision_batches(lambda name: open(path / "cifar-10-batches-py" / name, "rb"),
+                                                 before_decoding), ""
+            return _decode_image_files(_folder_files(path), size, progress, str(path), before_decoding)
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return _decode_image_files(_zip_files(archive), size, progress, str(path))
+                return _decode_image_files(_zip_files(archive), size, progress, str(path), before_decoding)
         if not tarfile.is_tarfile(path):
             raise DataError(f"{path} is neither a folder nor a readable .tar.gz or .zip archive. Re-download or re-copy it.")
         with tarfile.open(path, "r:*") as tar:
@@ -290,9 +343,9 @@ def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, Ima
             batches = [n for n in names if n.endswith("/data_batch_1") or n == "data_batch_1"]
             if batches:
                 prefix = batches[0][: -len("data_batch_1")]
-                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name)), ""
-            return _decode_image_files(_tar_files(tar), size, progress, str(path))
-    except DataError:
+                return _read_torchvision_batches(lambda name: tar.extractfile(prefix + name), before_decoding), ""
+            return _decode_image_files(_tar_files(tar), size, progress, str(path), before_decoding)
+    except (DataError, NoSpaceError):
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, KeyError, ValueError,
             zlib.error) as e:
@@ -300,8 +353,8 @@ def _decode_source(path: Path, size: int, progress: bool) -> tuple[dict[str, Ima
                         "Delete it and download or copy it again.") from e
 
 
-def _read_torchvision_batches(open_member) -> dict[str, ImageData]:
-    """torchvision's CIFAR-10 format: pickled dicts of 10,000 flattened images each."""
+def _read_torchvision_batches(open_member, before_decoding) -> dict[str, ImageData]:
+    """torchvision's CIFAR-10 format: pickled dicts of 10,000 flattened images each (no decoding to do)."""
     def read(names):
         images, labels = [], []
         for name in names:
@@ -316,8 +369,9 @@ def _read_torchvision_batches(open_member) -> dict[str, ImageData]:
 
     with open_member("batches.meta") as f:
         classes = pickle.load(f, encoding="latin1")["label_names"]
-    return {"train": ImageData(*read([f"data_batch_{i}" for i in range(1, 6)]), classes),
-            "test": ImageData(*read(["test_batch"]), classes)}
+    train, test = read([f"data_batch_{i}" for i in range(1, 6)]), read(["test_batch"])
+    before_decoding(["train", "test"], classes, len(train[1]) + len(test[1]))
+    return {"train": ImageData(*train, classes), "test": ImageData(*test, classes)}
 
 
 # ------------------------------------------------------------------------------ image folder layouts
@@ -361,18 +415,19 @@ def _image_layout(paths: list[str], where: str) -> dict[str, dict[str, list[str]
     that says what is wrong and how to fix it."""
     files, folders = [], set()
     for p in paths:
-        parts = tuple(x for x in p.split("/") if x)
+        names = [x for x in p.split("/") if x]
+        parts = tuple(unicodedata.normalize("NFC", x) for x in names)  # a zip made on macOS spells é as e + ´
         if not parts or any(x.startswith(".") or x.lower() in _SYSTEM_FILES for x in parts):
             continue  # hidden and system files (.DS_Store, __MACOSX/, Thumbs.db) are not data
-        (folders.add(parts) if p.endswith("/") else files.append(parts))
+        (folders.add(parts) if p.endswith("/") else files.append((parts, "/".join(names))))
     expected = f"Expected {LAYOUTS}, e.g. train/<class>/*.jpg and val/<class>/*.jpg."
     if not files:
         raise DataError(f"{where} holds no files. {expected}")
     strip = 0  # one folder around everything (an archive's top folder) is not a class or a split
-    while (all(len(f) >= strip + 3 for f in files) and len({f[strip] for f in files}) == 1
-           and files[0][strip] not in SPLIT_FOLDERS):
+    while (all(len(f) >= strip + 3 for f, _ in files) and len({f[strip] for f, _ in files}) == 1
+           and files[0][0][strip] not in SPLIT_FOLDERS):
         strip += 1
-    files = [(f[strip:], "/".join(f)) for f in files]
+    files = [(f[strip:], full) for f, full in files]
     folders = {d[strip:] for d in folders if len(d) > strip}
     not_images = [full for f, full in files if Path(f[-1]).suffix.lower() not in IMAGE_SUFFIXES]
     if not_images:
@@ -420,37 +475,21 @@ def _image_layout(paths: list[str], where: str) -> dict[str, dict[str, list[str]
     return layout
 
 
-def _pixel_kind(blob: bytes) -> str:
+def _pixel_kind(blob: bytes, size: int) -> str:
     """What an image file holds, from its header only: 'rgb', a conversion to make, or 'unreadable: why'."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(blob)) as img:
-            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-                return "with transparency (placed on white)"
-            if img.mode in ("1", "L", "I", "I;16", "F"):
-                return "grayscale (copied into all three channels)"
-            if img.mode == "CMYK":
-                return "CMYK (converted to RGB colours)"
-            return "rgb" if img.mode in ("RGB", "YCbCr", "P") else f"in mode {img.mode} (converted)"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with images.open_photo(io.BytesIO(blob), size) as img:
+            return images.conversion(img) or "rgb"
+    except (OSError, SyntaxError, ValueError) as e:
         return f"unreadable: {e}"
 
 
 def _decode_bytes(blob: bytes, size: int) -> torch.Tensor:
-    """Encoded image -> uint8 (3, size, size): upright (EXIF), RGB, shorter side to `size`, then a centre crop."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+    """Encoded image -> uint8 (3, size, size), as images.fit_photo prepares it."""
     try:
-        with Image.open(io.BytesIO(blob)) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
-            return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with images.open_photo(io.BytesIO(blob), size) as img:
+            return torch.from_numpy(np.asarray(images.fit_photo(img, size)).copy()).permute(2, 0, 1)
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(str(e)) from e
 
 
@@ -462,18 +501,21 @@ def decode_image_file(path: str | Path, size: int = 32) -> torch.Tensor:
     try:
         return _decode_bytes(path.read_bytes(), size)
     except DataError as e:
-        raise DataError(f"{path} is not a readable image ({e}).") from e
+        raise DataError(f"{path} is not a readable image ({e}). Give another photo, or a copy of it saved as .jpg "
+                        "or .png.") from e
 
 
-def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str) -> tuple[dict[str, ImageData], str]:
+def _decode_image_files(listing: _Listing, size: int, progress: bool, where: str,
+                        before_decoding) -> tuple[dict[str, ImageData], str]:
     """Layout from names, then every file's header, then the pixels: each step fails before the next starts."""
     from tqdm.auto import tqdm
 
     layout = _image_layout(listing.paths, where)
     place = {full: (part, cls) for part, per_class in layout.items() for cls, paths in per_class.items() for full in paths}
+    before_decoding(list(layout), sorted({cls for _, cls in place.values()}), len(place))
     blobs, unreadable, converted = {}, [], {}
     for full, blob in listing.read(set(place)):
-        kind = _pixel_kind(blob)
+        kind = _pixel_kind(blob, size)
         if kind.startswith("unreadable"):
             unreadable.append(f"{full} ({kind.removeprefix('unreadable: ')})")
         elif kind != "rgb":

@@ -7,16 +7,19 @@ wherever it runs a photo is prepared exactly as the training images were.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import images
 from .storage import atomic_write
 
 META_FILE = "course_model.json"  # the extra file inside the exported archive
@@ -58,48 +61,80 @@ def export_model(model: nn.Module, path: str | Path, *, classes, size: int, inpu
             "output": "logits, one per class in the order of classes"}
     archive = io.BytesIO()  # torch.export wants a .pt2 name or a buffer, and atomic_write's temporary file has neither
     torch.export.save(exported, archive, extra_files={META_FILE: json.dumps(meta)})
-    return atomic_write(path, lambda tmp: tmp.write_bytes(archive.getvalue()))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(archive.getvalue()), size=archive.getbuffer().nbytes)
 
 
-# What a receiver runs: torch and Pillow only. Kept as text so the lesson can show it and run it as is.
-STANDALONE_PREDICT = '''\
-import json, sys
+def check_archive(path):
+    """ValueError, naming the file and the fix, unless `path` is a whole zip archive: every entry's CRC is
+    checked, so that a file cut short or with overwritten bytes is named before torch reads any of it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as e:  # missing, not a zip, a broken directory: many types
+        why = f"{type(e).__name__}: {e}"
+    else:
+        if damaged is None:
+            return
+        why = f"the bytes of {damaged} are not those written"
+    raise ValueError(f"{path} is not a readable exported model ({why}): it is damaged, cut short, or not a .pt2 "
+                     "file written by export_model. Copy it again, or export the model again.")
+
+
+# What a receiver runs: torch and Pillow only. Kept as text so the lesson can show it and run it as is; a photo is
+# opened and fitted by the very functions that prepared the training images (images.py, Pillow alone).
+STANDALONE_PREDICT = ("""\
+import json, sys, warnings, zipfile
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+""" + f"SIXTEEN_BIT_MODES = {images.SIXTEEN_BIT_MODES!r}\nTRANSPARENT_MODES = {images.TRANSPARENT_MODES!r}\n\n\n"
+    + inspect.getsource(images.open_photo) + "\n\n" + inspect.getsource(images.fit_photo) + "\n\n"
+    + inspect.getsource(check_archive) + '''
 
 def load(model_path):
     """The exported model and what it says about its input."""
+    try:
+        check_archive(model_path)
+    except ValueError as e:
+        sys.exit(str(e))
     extra = {"course_model.json": ""}
     model = torch.export.load(model_path, extra_files=extra).module()
     return model, json.loads(extra["course_model.json"])
 
 def photo_pixels(path, size):
     """A photo as (1, 3, size, size) pixels in [0, 1], fitted as the training images were."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-            img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
-        img = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.BICUBIC)
+    with open_photo(path, size) as img:
+        img = fit_photo(img, size)
         data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     return data.view(size, size, 3).permute(2, 0, 1).unsqueeze(0).float() / 255
 
 def top_classes(model_path, photo_paths, top=3):
+    """Per photo, the top classes and their probabilities; [] for a photo that cannot be read (said on stderr)."""
     model, meta = load(model_path)
-    out = []
+    out, unreadable = [], []
     with torch.no_grad():
         for path in photo_paths:
-            probs = model(photo_pixels(path, meta["size"])).softmax(1)[0]
+            try:
+                pixels = photo_pixels(path, meta["size"])
+            except (OSError, SyntaxError, ValueError) as e:
+                unreadable.append(f"{path} ({e})")
+                out.append([])
+                continue
+            probs = model(pixels).softmax(1)[0]
             values, idx = probs.topk(min(top, len(meta["classes"])))
             out.append([[meta["classes"][i], float(v)] for v, i in zip(values.tolist(), idx.tolist())])
+    if unreadable:
+        print(f"Not predicted, not readable images: {'; '.join(unreadable)}. Remove or replace them.", file=sys.stderr)
     return out
 
 if __name__ == "__main__":
     print(json.dumps(top_classes(sys.argv[1], sys.argv[2:])))
-'''
+''')
 
 
 def read_meta(path: str | Path) -> dict:
     """The class names and input description stored in an exported model."""
+    check_archive(path)
     extra = {META_FILE: ""}
     torch.export.load(path, extra_files=extra)
     if not extra[META_FILE]:
@@ -113,6 +148,8 @@ def predict_in_fresh_process(model_path: str | Path, photos, timeout: float = 12
     code = "import sys\nsys.modules['course_lib'] = None  # any import of it now fails\n" + STANDALONE_PREDICT
     done = subprocess.run([sys.executable, "-I", "-c", code, str(model_path), *map(str, photos)],
                           capture_output=True, text=True, timeout=timeout, cwd=Path(model_path).resolve().parent)
-    if done.returncode != 0:
-        raise RuntimeError(f"the exported model failed in a fresh process:\n{done.stderr[-2000:]}")
+    if done.returncode != 0:  # its last line says what went wrong; the traceback above it is no help to a learner
+        raise RuntimeError(f"the exported model failed in a fresh process:\n{done.stderr.strip().splitlines()[-1]}")
+    if done.stderr:
+        print(done.stderr.strip())
     return [[(name, p) for name, p in top] for top in json.loads(done.stdout)]

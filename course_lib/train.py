@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import config, distributed
-from .storage import atomic_torch_save
+from .storage import DamagedFileError, load_verified, save_verified
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -311,10 +311,9 @@ def _resumable_state(path: Path, model: nn.Module, epochs: int, steps_per_epoch:
     """The checkpoint, if fit wrote it for this model and this run's length: torch's own errors on a
     mismatch (or a scheduler silently stepping past its end) do not say which file or what to do."""
     try:
-        state = load_checkpoint(path)
-    except Exception as e:
-        why = f"it is not a readable checkpoint, perhaps damaged or cut short ({type(e).__name__})"
-        raise ValueError(_cannot_resume(path, why)) from e
+        state = load_verified(path, map_location="cpu")
+    except DamagedFileError as e:
+        raise ValueError(_cannot_resume(path, f"it is not a readable checkpoint, perhaps damaged or cut short: {e}")) from e
     if "steps_per_epoch" not in state:
         raise ValueError(_cannot_resume(path, "it was not written by fit (or by an older version of the course)"))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -452,17 +451,29 @@ def evaluate(model: nn.Module, batches, *, device=None, amp: bool = True, detail
 def predict(model: nn.Module, files: Iterable[str | Path], classes: list[str], *, size: int = 32,
             input_size: int | None = None, normalize="cifar", device=None, top: int = 3) -> list[list[tuple[str, float]]]:
     """Classify image files of any size: each is decoded, fitted to `size` (as the training data was),
-    resized to the model's `input_size` and normalized like the training batches. Returns top-k (class, p)."""
-    from .data import Batches, ImageData, decode_image_file
+    resized to the model's `input_size` and normalized like the training batches. Returns top-k (class, p)
+    per file; a file that cannot be read gets [] and is named with its problem, so that one bad photo does not
+    cost the others their prediction (a DataError when none can be read)."""
+    from .data import Batches, DataError, ImageData, decode_image_file
 
-    images = torch.stack([decode_image_file(f, size) for f in files])
+    files, pixels, unreadable = list(files), {}, []
+    for i, f in enumerate(files):
+        try:
+            pixels[i] = decode_image_file(f, size)
+        except DataError as e:
+            unreadable.append(str(e))
+    if not pixels:
+        raise DataError(" ".join(unreadable) or "no image files given")
+    if unreadable:
+        print(f"Not predicted: {' '.join(unreadable)}")
+    images = torch.stack(list(pixels.values()))
     batches = Batches(ImageData(images, torch.zeros(len(images), dtype=torch.long), classes), 64,
                       normalize=normalize, size=input_size)
     ev = evaluate(model, batches, device=device)
-    out = []
-    for p in ev.probabilities:
+    out = [[] for _ in files]
+    for i, p in zip(pixels, ev.probabilities):
         values, idx = p.topk(min(top, len(classes)))
-        out.append([(classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())])
+        out[i] = [(classes[c], float(v)) for v, c in zip(values.tolist(), idx.tolist())]
     return out
 
 
@@ -475,12 +486,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, schedule
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "history": history.to_dict() if history is not None else None}
     blob.update(extra or {})
-    return atomic_torch_save(blob, path)
+    return save_verified(blob, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by save_checkpoint (or fit)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by save_checkpoint (or fit), checked against the checksum written with it: a
+    damaged file is a DamagedFileError naming it, never weights with changed bytes."""
+    try:
+        return load_verified(path, map_location="cpu")
+    except DamagedFileError as e:
+        raise DamagedFileError(f"{path} is not a readable checkpoint, perhaps damaged or cut short: {e}. Delete it "
+                               "and train again, or copy it again from where it came from.") from e
 
 
 # ---------------------------------------------------------------------------------------- lr_find

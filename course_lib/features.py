@@ -13,7 +13,7 @@ import torch.nn as nn
 from . import config
 from .data import Batches, ImageData, TensorBatches
 from .models import body_upto, freeze, weights_fingerprint
-from .storage import atomic_torch_save
+from .storage import DamagedFileError, load_verified, save_verified
 from .train import History, autocast_for, fit, prepare
 
 _MEMORY: dict[str, torch.Tensor] = {}
@@ -52,12 +52,12 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
         return _MEMORY[key]
     if cache and path.exists():
         try:
-            feats = torch.load(path, weights_only=True)
+            feats = load_verified(path)["features"]
             _remember(key, feats)
             return feats
-        except Exception as e:
-            print(f"The feature cache {path} is damaged ({type(e).__name__}); deleting it and computing the "
-                  "features again to rebuild it.")
+        except (DamagedFileError, KeyError) as e:
+            print(f"The feature cache {path} is damaged ({e}); deleting it and computing the features again to "
+                  "rebuild it.")
             path.unlink(missing_ok=True)
     device = torch.device(device) if device is not None else config.get_device()
     body = body_upto(model, upto)
@@ -75,7 +75,7 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
     model.train(was_training)
     feats = torch.cat(out)
     if cache:
-        atomic_torch_save(feats, path)
+        save_verified({"features": feats}, path)
         _remember(key, feats)
     return feats
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torchvision
 from torchvision.models import ResNet18_Weights
 
-from . import config, data, efficientnet_lite
+from . import config, data, efficientnet_lite, storage
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
 _STAGE_CHILDREN = {"stem": ("conv1", "bn1"), "head": ("fc",)}  # ResNet18's; other stages are attributes of the name
@@ -172,6 +172,11 @@ def read_state_dict(path: Path) -> tuple[dict, dict]:
     except Exception as e:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}). "
                            "Was it saved with torch.save, and copied completely?") from e
+    if isinstance(blob, dict) and storage.CHECKSUM_KEY in blob:  # the course's own checkpoints say what they hold
+        expected = blob.pop(storage.CHECKSUM_KEY)
+        if storage.content_checksum(blob) != expected:
+            raise WeightsError(f"{path} is damaged: its content does not match its checksum (bytes in it were changed "
+                               "after it was written). Delete it and train it again, or copy it again completely.")
     meta = {}
     if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
         meta = blob.get("meta") or {}

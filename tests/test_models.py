@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from course_lib import models
+from course_lib import models, train
 from course_lib.models import WeightsError
 
 
@@ -172,3 +172,14 @@ def test_weights_summary_and_cifar_stem():
     assert info["source"] == "random init" and info["parameters"] == 11_181_642
     stem = models.build_resnet18(10, cifar_stem=True)
     assert stem.conv1.kernel_size == (3, 3) and isinstance(stem.maxpool, nn.Identity)
+
+
+def test_a_course_checkpoint_with_changed_numbers_is_refused_by_name(tmp_path):
+    path = tmp_path / "mine.pt"
+    train.save_checkpoint(path, models.build_resnet18(3))
+    assert models.read_state_dict(path)[0]["fc.bias"].shape == (3,)
+    blob = torch.load(path, weights_only=True)
+    blob["model"]["fc.bias"][0] += 1.0  # loads fine, but is not what was written
+    torch.save(blob, path)
+    with pytest.raises(WeightsError, match=f"{path} is damaged: its content does not match its checksum"):
+        models.build_resnet18(3, weights=path)

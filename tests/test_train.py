@@ -299,7 +299,14 @@ def test_a_damaged_feature_cache_is_rebuilt_and_says_so(toy, isolated_data_dir, 
     said = capsys.readouterr().out.splitlines()
     assert len(said) == 1 and said[0].startswith(f"The feature cache {cache} is damaged (")
     assert said[0].endswith("); deleting it and computing the features again to rebuild it.")
-    assert torch.equal(torch.load(cache, weights_only=True), first)
+    assert torch.equal(torch.load(cache, weights_only=True)["features"], first)
+    blob = torch.load(cache, weights_only=True)  # a cache that loads but whose numbers were changed
+    blob["features"][0, 0] += 1.0
+    torch.save(blob, cache)
+    features.clear_memory_cache()
+    capsys.readouterr()
+    assert torch.equal(features.extract_features(model, toy.train, device="cpu", progress=False), first)
+    assert "does not match its checksum" in capsys.readouterr().out
 
 
 def test_linear_probe_on_cached_features(toy):

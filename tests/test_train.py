@@ -269,6 +269,8 @@ def test_predict_image_files_of_any_size(tmp_path, toy):
 
 def test_feature_cache_hit_miss_and_invalidation(toy, monkeypatch):
     features.clear_memory_cache()
+    monkeypatch.setenv(train.CPU_BF16_ENV, "0")  # fp32, to compare with the network's own output (bf16: next tests)
+    train.cpu_bf16_faster.cache_clear()
     model = small_model()
     f1 = features.extract_features(model, toy.train, device="cpu", progress=False)
     assert f1.shape == (len(toy.train), 512)
@@ -381,3 +383,18 @@ def test_difference_noise_is_two_standard_errors_of_a_difference():
     assert train.difference_noise(0.5, 5000) == pytest.approx(train.difference_noise(0.5, 500) / 10 ** 0.5)
     # samples of different sizes: 1,000 and 2,000 images at p = 0.45: 2 * sqrt(0.2475 * 0.0015) = 3.85 points
     assert train.difference_noise(0.45, 1000, 2000) == pytest.approx(0.0385, abs=1e-4)
+
+
+def test_bf16_features_on_the_cpu_are_fp32_ones_within_bf16_precision_and_cached_apart(toy, monkeypatch):
+    model = small_model()
+    features.clear_memory_cache()
+    monkeypatch.setenv(train.CPU_BF16_ENV, "0")
+    train.cpu_bf16_faster.cache_clear()
+    full = features.extract_features(model, toy.train, device="cpu", progress=False)
+    monkeypatch.setenv(train.CPU_BF16_ENV, "1")
+    train.cpu_bf16_faster.cache_clear()
+    half = features.extract_features(model, toy.train, device="cpu", progress=False)
+    train.cpu_bf16_faster.cache_clear()
+    assert not torch.equal(full, half)  # a cache key of its own: not the fp32 features recalled
+    assert half.dtype == torch.float32 and (half - full).abs().max() <= 0.05 * full.abs().max()
+    assert train.autocast_for(torch.device("cpu"))[0].__class__.__name__ == "nullcontext"  # training stays fp32

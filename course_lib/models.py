@@ -210,6 +210,11 @@ def _load_checkpoint_weights(model: nn.Module, path: Path) -> dict:
     return describe_weights(path)
 
 
+def describe_weights_of(model: nn.Module) -> dict:
+    """describe_weights for the weights a built model started from (as it recorded them)."""
+    return dict(getattr(model, "weights_info", None) or describe_weights(RESNET18_RANDOM))
+
+
 def weights_summary(model: nn.Module) -> dict:
     """What a lesson shows about the weights in use: source, accuracy, size, expected normalization."""
     info = dict(getattr(model, "weights_info", {"source": "unknown", "normalization": "cifar"}))

@@ -246,3 +246,18 @@ def test_a_model_without_mistakes_gets_a_figure_saying_so_not_an_error():
     assert len(indices) == 0
     fig = plots.show_mistakes(images, indices, ev, title="validation mistakes")
     assert "none, every image is classified right" in fig.axes[0].texts[0].get_text()
+
+
+def test_what_the_number_is_says_the_weights_size_positions_epochs_and_class_split(tmp_path):
+    path = tmp_path / "source.pt"
+    train.save_checkpoint(path, models.build_resnet18(2), meta={"classes": ["cat", "dog"], "source": "two pets",
+                                                                "resolution": 32})
+    model = models.build_resnet18(3, weights=path)
+    ev = train.Evaluation(loss=1.0, accuracy=0.5, per_class_accuracy=torch.tensor([0.9, 0.5, 0.2]))
+    said = pipeline.what_the_number_is(model, ev, ["cat", "dog", "frog"], input_size=32, epochs=3, best_epoch=2)
+    assert "checkpoint source.pt (learnt on two pets, at 32 px)" in said
+    assert "32 px, which leaves layer4 1x1 position(s)" in said  # 32 / 32: ResNet18 halves the side five times
+    assert "3 epoch(s)" in said and "epoch 2" in said
+    assert "(cat, dog): 70.0% on average; the 1 new ones: 20.0%: the classes it was pretrained on kept a lead" in said
+    assert "4x4 position(s)" in pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=128, epochs=1,
+                                                             best_epoch=1)

@@ -2,7 +2,8 @@
 """The course's commands, in plain Python so they work the same on Linux, macOS and Windows.
 
     python3 course.py start       install everything into .venv (first time only) and open JupyterLab
-    python3 course.py test        run the library's tests and every lesson notebook (fast mode, offline)
+    python3 course.py test        run the library's tests and every lesson notebook (fast mode, offline);
+                                  given paths (e.g. tests/test_data.py), only those
     python3 course.py install     install only (what CI does); --instructor adds the grading tools
 """
 from __future__ import annotations
@@ -94,7 +95,10 @@ def test(pytest_args: list[str]) -> int:
     CI runs exactly this."""
     install()
     workers = test_workers()
-    cmd = [str(venv_python()), "-m", "pytest", "tests", "source",
+    # paths of tests given (a file or folder in tests/ or source/, file::test) run alone, as pytest users expect;
+    # none given: everything
+    given = [a for a in pytest_args if a.split("/")[0] in ("tests", "source") and (ROOT / a.split("::")[0]).exists()]
+    cmd = [str(venv_python()), "-m", "pytest", *([] if given else ["tests", "source"]),
            "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600", "-p", "no:cacheprovider",
            "-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder", *pytest_args]
     with tempfile.TemporaryDirectory(prefix="course-test-data-", ignore_cleanup_errors=True) as data_dir:

@@ -1,6 +1,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from course_lib import config, data
 
 
@@ -68,3 +70,15 @@ def test_the_cores_are_shared_out_between_the_test_workers_unless_threads_are_se
     assert course.environment_for_tests({"COURSE_THREADS": "1"}, tmp_path, workers=2)["COURSE_THREADS"] == "1"
     monkeypatch.setattr(course.os, "cpu_count", lambda: 1)
     assert course.test_workers() == 1 and course.environment_for_tests({}, tmp_path, workers=1)["COURSE_THREADS"] == "1"
+
+
+@pytest.mark.parametrize("args,expected", [([], ["tests", "source"]), (["-k", "data"], ["tests", "source"]),
+                                           (["tests/test_data.py"], []), (["tests/test_data.py::test_x", "-x"], [])])
+def test_paths_given_to_the_test_command_run_alone(monkeypatch, args, expected):
+    seen = {}
+    monkeypatch.setattr(course, "install", lambda: None)
+    monkeypatch.setattr(course.subprocess, "call", lambda cmd, cwd, env: seen.setdefault("cmd", cmd) and 0)
+    course.test(args)
+    after_pytest = seen["cmd"][seen["cmd"].index("pytest") + 1:]
+    assert after_pytest[:len(expected)] == expected and ("tests" in after_pytest) == bool(expected)
+    assert all(a in after_pytest for a in args)

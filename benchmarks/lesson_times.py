@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 from machine import header  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULT_MARKERS = ("epoch(s); one epoch", "the rate sweep", "TEST accuracy", "test accuracy", "the recipe reports", "chosen on validation",
-                  "this lesson ran", "(planned:", "its validation accuracy on its own")
+                  "this lesson ran", "(planned:", "its validation accuracy on its own", "pretrained minus scratch",
+                  "chosen: ", "zero-shot", "Best at 32 px", "Using ")
 
 
 def execute(path: Path, env: dict, keep: Path | None) -> tuple[float, list[str], str | None]:

@@ -378,19 +378,26 @@ def choose_size_and_plan(train_data: data.ImageData, val_data: data.ImageData, w
 # ------------------------------------------------------------------------- where features come from
 def probe_by_size(train_data: data.ImageData, val_data: data.ImageData, sources: dict, sizes, *, epochs: int = 10,
                   lr: float = 0.05, seed: int = 0, device=None, progress: bool = True) -> list[dict]:
-    """Validation accuracy of a linear probe (the head alone, on cached features of the frozen network) for each
-    source of weights (name -> weights) at each input size: where features transfer. One feature pass per
-    source and size; the head then trains in seconds."""
+    """Validation accuracy of a linear probe (a linear classifier on the pooled features of the frozen network,
+    computed once and cached) for each source of weights (name -> weights) at each input size: where features
+    transfer. Features are standardized with the training images' statistics first: networks and sizes give
+    features of very different scales, and one learning rate must suit them all."""
     rows = []
     for name, weights in sources.items():
         normalization = normalization_of(weights)
         for size in sizes:
             t0 = time.perf_counter()
             config.seed_everything(seed)
-            model = models.build_model(len(train_data.classes), weights)
-            history = features.fit_head(model, train_data, val_data, epochs=epochs, lr=lr, batch_size=BATCH_SIZE,
-                                        normalize=normalization, size=size, seed=seed, steps=epoch_steps(),
-                                        device=device, progress=progress, desc=f"{name}, {size} px")
+            network = models.build_model(len(train_data.classes), weights)
+            kw = dict(normalize=normalization, size=size, device=device, progress=progress)
+            fit_feats, val_feats = (features.extract_features(network, part, **kw) for part in (train_data, val_data))
+            mean, std = fit_feats.mean(0), fit_feats.std(0).clamp(min=1e-6)
+            probe = torch.nn.Linear(fit_feats.shape[1], len(train_data.classes))
+            history = train.fit(probe, data.TensorBatches((fit_feats - mean) / std, train_data.labels,
+                                                          min(BATCH_SIZE, len(train_data)), shuffle=True, seed=seed,
+                                                          steps=epoch_steps()),
+                                data.TensorBatches((val_feats - mean) / std, val_data.labels, 1000), epochs=epochs,
+                                lr=lr, device=device, progress=progress, desc=f"{name}, {size} px")
             rows.append({"source": name, "size": size, "val_acc": None if history.diverged else history.best_val_acc,
                          "diverged": history.status() if history.diverged else None,
                          "seconds": time.perf_counter() - t0})

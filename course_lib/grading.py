@@ -263,7 +263,22 @@ def _answer_cell(cell) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     if len(source) > MAX_ANSWER_CHARS:
         return f"answer cell '{gid}' is longer than {MAX_ANSWER_CHARS} characters", None, None
-    return None, gid, source
+    return None, gid, valid_unicode(source)
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with lone surrogates (which JSON can hold but UTF-8 cannot) replaced by U+FFFD, so no file,
+    parser or report downstream fails on it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def shown_name(student: str) -> str:
+    """A student folder's name as text: bytes that are not UTF-8 (kept by os as surrogates) shown as \\xNN."""
+    return os.fsencode(student).decode("utf-8", "backslashreplace")
 
 
 # ------------------------------------------------------------------------- advisory scan (instructor)
@@ -281,9 +296,15 @@ def advisories(source: str, lesson_names: set[str]) -> list[str]:
     if any(line.lstrip().startswith(("%", "!")) for line in source.splitlines()):
         found.append("uses IPython magics or shell commands (% or !)")
     try:
-        tree = ast.parse(source)
+        return sorted(set(found + _scan(ast.parse(source), lesson_names)))
     except SyntaxError:
         return found
+    except (RecursionError, MemoryError, ValueError, UnicodeError) as e:  # a deep expression, a lone surrogate
+        return found + [f"could not be scanned ({type(e).__name__})"]
+
+
+def _scan(tree, lesson_names: set[str]) -> list[str]:
+    found = []
     for statement in tree.body:
         bound = set()
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -311,7 +332,7 @@ def advisories(source: str, lesson_names: set[str]) -> list[str]:
             found.append(f"uses {node.attr}")
         elif isinstance(node, ast.Name) and node.id.startswith("__") and node.id.endswith("__") and node.id != "__name__":
             found.append(f"uses {node.id}")
-    return sorted(set(found))
+    return found
 
 
 def _root_name(node) -> str | None:
@@ -531,7 +552,7 @@ class Result:
         return sum(self.scores.values())
 
     def to_dict(self) -> dict:
-        return {"student": self.student, "lesson": self.lesson, "scores": self.scores, "max_scores": self.max_scores,
+        return {"student": shown_name(self.student), "lesson": self.lesson, "scores": self.scores, "max_scores": self.max_scores,
                 "messages": self.messages, "notes": self.notes, "advisories": self.advisories,
                 "seconds": round(self.seconds, 1)}
 
@@ -705,11 +726,11 @@ def student_folders(submitted: Path) -> tuple[list[str], list[str]]:
     students, warnings = [], []
     for entry in sorted(os.scandir(submitted), key=lambda e: e.name):
         if entry.is_symlink():
-            warnings.append(f"skipped {entry.name!r}: a symbolic link, not a student folder")
+            warnings.append(f"skipped {shown_name(entry.name)!r}: a symbolic link, not a student folder")
         elif entry.is_dir(follow_symlinks=False):
             students.append(entry.name)
         else:
-            warnings.append(f"skipped {entry.name!r}: not a folder")
+            warnings.append(f"skipped {shown_name(entry.name)!r}: not a folder")
     return students, warnings
 
 
@@ -752,26 +773,45 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
         def finished(result: Result, executed) -> None:
             with lock:
                 results[result.student].append(result)
-                write_result(result, executed, out_dir)
+                _isolated(write_result, result, executed, out_dir)
                 if len(results[result.student]) == len(lessons):
-                    write_feedback(result.student, results[result.student], out_dir)
-                write_grades(results, lessons, out_dir)
+                    _isolated(write_feedback, result.student, results[result.student], out_dir)
+                _isolated(write_grades, results, lessons, out_dir)
 
         for student in students:  # students with nothing to run are done already
             if len(results[student]) == len(lessons):
                 for result in results[student]:
-                    write_result(result, None, out_dir)
-                write_feedback(student, results[student], out_dir)
-        write_grades(results, lessons, out_dir)
+                    _isolated(write_result, result, None, out_dir)
+                _isolated(write_feedback, student, results[student], out_dir)
+        _isolated(write_grades, results, lessons, out_dir)
         with ThreadPoolExecutor(max_workers=jobs) as pool, \
                 tqdm(total=len(work), desc="grading", unit="notebook", disable=not progress) as bar:
-            running = [pool.submit(grade_notebook, lesson.notebook, found, student=student, lesson=lesson.name,
-                                   timeout=timeout, sandbox=sandbox, prepared=lesson)
+            running = [pool.submit(_grade_or_note, lesson, found, student=student, timeout=timeout, sandbox=sandbox)
                        for student, lesson, found in work]
             for future in as_completed(running):
                 finished(*future.result())
                 bar.update()
     return [r for s in students for r in sorted(results[s], key=lambda r: r.lesson)]
+
+
+def _grade_or_note(lesson: Lesson, found: Submission, *, student: str, timeout: int, sandbox: Sandbox):
+    """grade_notebook, except that anything going wrong costs this student's lesson (a 0 with a note), never
+    the batch."""
+    try:
+        return grade_notebook(lesson.notebook, found, student=student, lesson=lesson.name, timeout=timeout,
+                              sandbox=sandbox, prepared=lesson)
+    except Exception as e:
+        print(f"grading {shown_name(student)}/{lesson.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return _zero(lesson.notebook, student, lesson.name,
+                     f"this notebook could not be graded ({type(e).__name__}); the instructor was told"), None
+
+
+def _isolated(write, *args) -> None:
+    """Run one student's write; a failure is reported and skipped, so classmates' outputs are still written."""
+    try:
+        write(*args)
+    except Exception as e:
+        print(f"{write.__name__} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def write_result(result: Result, executed, out_dir: Path) -> None:
@@ -796,7 +836,7 @@ def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_di
             continue
         score = {(r.lesson, gid): v for r in done for gid, v in r.scores.items()}
         row = [score.get((lesson, gid), 0.0) for lesson, gid, _ in columns]
-        writer.writerow([_spreadsheet_safe(student), *[f"{v:g}" for v in row], f"{sum(row):g}",
+        writer.writerow([_spreadsheet_safe(shown_name(student)), *[f"{v:g}" for v in row], f"{sum(row):g}",
                          f"{sum(p for _, _, p in columns):g}"])
     atomic_write_text(out_dir / "grades.csv", buf.getvalue())
 
@@ -811,7 +851,7 @@ def markdown_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def write_feedback(student: str, results: list[Result], out_dir: Path) -> None:
-    lines = [f"# Feedback for {markdown_text(student, 100)}", ""]
+    lines = [f"# Feedback for {markdown_text(shown_name(student), 100)}", ""]
     for r in sorted(results, key=lambda r: r.lesson):
         lines += [f"## {r.lesson}: {r.total:g} / {sum(r.max_scores.values()):g}", "",
                   "| exercise | points | result |", "| --- | --- | --- |"]
@@ -825,7 +865,7 @@ def write_feedback(student: str, results: list[Result], out_dir: Path) -> None:
     advice = [f"- {r.lesson} {markdown_text(a)}" for r in results for a in r.advisories]
     if advice:
         atomic_write_text(out_dir / "advisories" / f"{student}.md",
-                          "\n".join([f"# Advisory notes on {markdown_text(student, 100)} (no effect on the grade)", "", *advice, ""]))
+                          "\n".join([f"# Advisory notes on {markdown_text(shown_name(student), 100)} (no effect on the grade)", "", *advice, ""]))
 
 
 # ------------------------------------------------------------------------------------- validate

@@ -115,13 +115,20 @@ def _field(record, key, kind):
     return value
 
 
+MAX_DIMS = 8  # no check's array has more dimensions
+
+
 def _array_of(data) -> np.ndarray:
     """The float array a probe recorded with _float_list, its shape checked."""
     shape = _field(data, "shape", list)
     values = _field(data, "values", list)
-    if not all(type(n) is int and n >= 0 for n in shape) or not all(type(v) in (int, float) for v in values):
+    if len(shape) > MAX_DIMS or not all(type(n) is int and 0 <= n <= len(values) + 1 for n in shape) \
+            or not all(type(v) in (int, float) for v in values):
         raise MalformedRecord("the check's record holds an array of other things than numbers")
-    if math.prod(shape) != len(values):
+    size = 1
+    for n in shape:  # each factor at most len(values) + 1: the product stays small, whatever the record says
+        size = min(size * n, len(values) + 1)
+    if size != len(values):
         raise MalformedRecord("the check's record holds an array whose shape does not match its values")
     return np.array(values, dtype=float).reshape(shape)
 
@@ -930,6 +937,7 @@ class Graded:
     probe: Callable
     judge: Callable
     answers: tuple[str, ...]
+    max_items: int = 20_000  # values in a record (course_lib.judging.within_bounds); honest ones hold far fewer
 
 
 GRADED = {
@@ -942,7 +950,8 @@ GRADED = {
     "check_choose_depth": Graded(probe_choose_depth, judge_choose_depth, ("choose_depth",)),
     "check_evaluate_accuracy": Graded(probe_evaluate_accuracy, judge_evaluate_accuracy, ("evaluate_accuracy",)),
     "check_train_one_epoch": Graded(probe_train_one_epoch, judge_train_one_epoch, ("train_one_epoch",)),
-    "check_freeze_by_hand": Graded(probe_freeze_by_hand, judge_freeze_by_hand, ("freeze_through_layer3", "train_mode")),
+    "check_freeze_by_hand": Graded(probe_freeze_by_hand, judge_freeze_by_hand, ("freeze_through_layer3", "train_mode"),
+                                   max_items=100_000),
 }
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import checks, config
+from . import checks, config, judging
 from .sandbox import NO_SANDBOX_HELP, Limits, Sandbox, bubblewrap_problem, copy_course_lib
 from .storage import atomic_write, atomic_write_text
 
@@ -458,21 +458,12 @@ def _context_names(probes: list[Probe]) -> set[str]:
 
 def verdict(probe: Probe, record, arguments: dict, cell_error: str | None = None) -> str | None:
     """The judge's verdict on a record: None when it passes, else the failure message. Fails closed: a
-    missing or malformed record, or any error judging it, is a fail."""
+    missing, malformed or out-of-bounds record, a judge past its time limit, or any error judging it, is a
+    fail. Judges run in worker processes (course_lib.judging), not under a lock other students wait on."""
     if record is None:
         return (f"the check could not run: {cell_error}" if cell_error else
                 "the check did not run (the notebook stopped before it)")
-    with _JUDGE_LOCK, contextlib.redirect_stdout(io.StringIO()):
-        try:
-            checks.GRADED[probe.check].judge(record, **arguments)
-        except AssertionError as e:
-            return str(e) or "the check failed"
-        except Exception as e:
-            return f"the check's record could not be judged ({type(e).__name__})"
-    return None
-
-
-_JUDGE_LOCK = threading.Lock()  # judges seed torch's global generator: one at a time
+    return judging.judge(probe.check, record, arguments, checks.GRADED[probe.check].max_items)
 
 
 # ------------------------------------------------------------------------------------ assembling

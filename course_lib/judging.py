@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 
 JUDGE_SECONDS = 120  # the slowest honest judgement (lesson 2's, building ResNets on one core) takes a few s
@@ -61,27 +63,40 @@ def judge_here(check: str, record, arguments: dict) -> str | None:
     return None
 
 
-def _serve(conn) -> None:
+def _serve(read_fd: int, write_fd: int) -> None:
     """A worker: judge what arrives, answer each with its verdict, until the pipe closes."""
+    from multiprocessing.connection import Connection
+
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     while True:
         try:
-            check, record, arguments = conn.recv()
+            check, record, arguments = inbox.recv()
         except EOFError:
             return
-        conn.send(judge_here(check, record, arguments))
+        outbox.send(judge_here(check, record, arguments))
 
 
 class _Worker:
+    """`python -m course_lib.judging` on a pair of pipes (a plain subprocess: nothing of the caller's __main__
+    is run again, as multiprocessing's spawn would)."""
+
     def __init__(self):
-        self.conn, theirs = multiprocessing.get_context("spawn").Pipe()
-        self.process = multiprocessing.get_context("spawn").Process(target=_serve, args=(theirs,), daemon=True)
-        self.process.start()
-        theirs.close()
+        from multiprocessing.connection import Connection
+
+        to_worker, from_worker = os.pipe(), os.pipe()
+        self.process = subprocess.Popen([sys.executable, "-m", "course_lib.judging", str(to_worker[0]),
+                                         str(from_worker[1])], pass_fds=(to_worker[0], from_worker[1]),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        os.close(to_worker[0])
+        os.close(from_worker[1])
+        self.outbox = Connection(to_worker[1], readable=False)
+        self.inbox = Connection(from_worker[0], writable=False)
 
     def stop(self) -> None:
         self.process.kill()
-        self.process.join()
-        self.conn.close()
+        self.process.wait()
+        self.outbox.close()
+        self.inbox.close()
 
 
 _idle: list[_Worker] = []
@@ -97,14 +112,18 @@ def judge(check: str, record, arguments: dict, max_items: int, seconds: float = 
         worker = _idle.pop() if _idle else None
     worker = worker or _Worker()
     try:
-        worker.conn.send((check, record, arguments))
-        if not worker.conn.poll(seconds):
+        worker.outbox.send((check, record, arguments))
+        if not worker.inbox.poll(seconds):
             worker.stop()
             return f"judging this record took longer than {seconds:g} s"
-        verdict = worker.conn.recv()
+        verdict = worker.inbox.recv()
     except (OSError, EOFError) as e:
         worker.stop()
         return f"the check's record could not be judged ({type(e).__name__})"
     with _idle_lock:
         _idle.append(worker)
     return verdict
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

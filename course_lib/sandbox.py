@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 SANDBOX_USER = "nobody"
-SLOT_UID_BASE = 3_900_000_000  # slot n runs as uid (and gid) SLOT_UID_BASE + n: no account has these, and the
+SLOT_UID_BASE = 2_000_000_000  # slot n runs as uid (and gid) SLOT_UID_BASE + n: no account has these, and the
 # kernel counts processes per uid, so each slot has its own process limit
 NO_SANDBOX_HELP = ("grading runs each submission in a bubblewrap sandbox, which needs Linux with bubblewrap "
                    "installed (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap). "

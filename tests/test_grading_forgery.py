@@ -44,8 +44,8 @@ REOPENS_PIPES = ("import os\nopened = []\nfor pid in os.listdir('/proc'):\n"
                  "raise RuntimeError(f'opened {opened}')\n")
 
 SUBMISSIONS = {
-    # the sandbox's library holds no judge to ask: nothing is sent, nothing scores
-    "asks_the_judge": (attack(ASKS_THE_JUDGE, STUB_STEP), RATE_ONLY),
+    # the sandbox's library holds no judge to ask: no record is sent, for any check it replaced the probe of
+    "asks_the_judge": (attack(ASKS_THE_JUDGE, STUB_STEP), NOTHING),
     # records displayed from an answer cell, with every nonce it can guess, and in the old records folder
     "displays_records_early": (attack(
         "import json, os\nfrom IPython.display import display\nimport course_lib.graded_run as g\n"

@@ -782,6 +782,10 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
     from tqdm.auto import tqdm
 
     submitted, out_dir = Path(submitted), Path(out_dir)
+    if isolated and os.geteuid() != 0:
+        raise SystemExit(f"grading a class needs root: each job slot's sandbox then runs as a uid of its own "
+                         f"(its own process limit; no pipe or process of another sandbox or of the grader shares "
+                         f"its user). Run `grade` as root.\n{NO_SANDBOX_HELP}.")
     if isolated and (problem := bubblewrap_problem()):
         raise SystemExit(f"cannot grade in a sandbox: {problem}.\n{NO_SANDBOX_HELP}.")
     students, warnings = student_folders(submitted)

@@ -99,3 +99,12 @@ def test_a_batch_of_lesson_4_alone_is_lent_the_shared_data():
     lesson4 = nbformat.read(grading.SOURCE_DIR / "04_your_own_images.ipynb", as_version=4)
     assert grading.uses_cifar10(lesson4)
     assert not grading.uses_cifar10(tiny_lesson())
+
+
+def test_grading_a_class_is_refused_without_root_and_says_what_to_do(tmp_path, monkeypatch):
+    write_batch(tmp_path, {"ana": submission()})
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as refused:
+        grading.grade_folder(tmp_path / "submitted", tmp_path / "grades", source_dir=tmp_path / "source",
+                             progress=False)
+    assert "grading a class needs root" in str(refused.value) and "--no-sandbox" in str(refused.value)

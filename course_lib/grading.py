@@ -8,10 +8,10 @@ turn a source into the learner notebook (notebooks/<lesson>.ipynb).
 Grading is ours. A graded cell's public part and hidden part are calls of graded checks
 (`checks.check_x(answer, seed=...)`), and each check is a probe plus a judge (course_lib.checks). A
 submission's notebook is rebuilt from the learner version of the source, with only the student's answer
-cells taken from the submission and each check call replaced by a cell that runs its probe. That
-notebook runs in a sandbox (course_lib.sandbox), which returns plain data only; the judges run here, in
-the grader's process, on that data, with their other arguments taken from the source, never from the
-kernel. An exercise scores when every public and hidden check of it has an explicit record that its
+cells taken from the submission and each graded cell an empty placeholder. That notebook runs in a sandbox
+(course_lib.sandbox), which is handed each probe only when it gets there (course_lib.graded_session) and
+returns plain data only; the judges run outside it (course_lib.judging), on that data, with their other
+arguments taken from the source, never from the kernel. An exercise scores when every public and hidden check of it has an explicit record that its
 judge accepts: no record (a timeout, a crash, a dead kernel, a malformed report) is a fail.
 
     python -m course_lib.grading release [--out notebooks]     learner notebooks from source/

@@ -43,7 +43,25 @@ REOPENS_PIPES = ("import os\nopened = []\nfor pid in os.listdir('/proc'):\n"
                  "                opened.append(f'{pid}/{fd}')\n            except OSError:\n                pass\n"
                  "raise RuntimeError(f'opened {opened}')\n")
 
+# records made to stall the judge: a shape whose product is a 1.2-million-bit number, and deep nesting
+STALLS = """
+import json, course_lib.graded_run as g
+from IPython.display import display
+REAL = g.probe
+
+def stalling(nonce, check, arguments):
+    if check != 'check_gd_step':
+        return REAL(nonce, check, arguments)
+    huge = {'value': {'shape': [2 ** 62] * 19_000, 'values': [1.0]}, 'theta_after': {'shape': [1], 'values': [1.0]}}
+    deep = [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]
+    display({g.RECORD_MIME: json.dumps({'nonce': nonce, 'record': {'cases': [huge, huge, deep, huge]}})}, raw=True)
+
+g.probe = stalling
+"""
+
 SUBMISSIONS = {
+    # no record, however crafted, holds up the grader or a classmate judged meanwhile
+    "stalls_the_judge": (attack(STALLS, STUB_STEP), RATE_ONLY),
     # the sandbox's library holds no judge to ask: no record is sent, for any check it replaced the probe of
     "asks_the_judge": (attack(ASKS_THE_JUDGE, STUB_STEP), NOTHING),
     # records displayed from an answer cell, with every nonce it can guess, and in the old records folder
@@ -88,6 +106,11 @@ def batch(tmp_path_factory):
     results = grading.grade_folder(root / "submitted", root / "grades", source_dir=root / "source", timeout=20,
                                    jobs=2, progress=False)
     return {r.student: r for r in results}, root / "grades"
+
+
+def test_a_crafted_record_is_refused_before_any_work(batch):
+    results, _ = batch
+    assert results["stalls_the_judge"].messages["gd_step_tests"].startswith("the check's record was refused")
 
 
 @pytest.mark.parametrize("student", list(SUBMISSIONS))

@@ -631,7 +631,8 @@ def execute(notebook, sandbox: Sandbox, timeout: int, wall_seconds: float, cells
             outcome = sandbox.run(job, wall_seconds, session.reply)
         if session.started or outcome.timed_out:
             break
-        time.sleep(5 * (attempt + 1))  # e.g. a classmate's sandbox briefly holding what a new one needs
+        if attempt + 1 < SANDBOX_ATTEMPTS:
+            time.sleep(5 * (attempt + 1))  # e.g. a classmate's sandbox briefly holding what a new one needs
     else:
         raise SandboxFailed(f"the sandbox could not start, {SANDBOX_ATTEMPTS} times: {outcome.stderr.strip()[-300:]}")
     events = list(session.events)

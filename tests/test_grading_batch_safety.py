@@ -14,15 +14,16 @@ pytest.importorskip("nbgrader", reason="instructor tools not installed: python3 
 from course_lib import grading  # noqa: E402
 from test_grading_attacks import FULL, submission, tiny_lesson  # noqa: E402
 
-DEEP = "x = " + "-" * 200_000 + "1\n"  # ast.parse runs out of stack (MemoryError / RecursionError)
+DEEP = "x = " + "-" * 200_000 + "1\n"  # ast.parse runs out of memory (MemoryError)
+LONG = "x = 1" + " + 1" * 100_000 + "\n"  # ast.parse recurses too deep (RecursionError)
 SURROGATE = "# a lone surrogate: \ud800\n"  # JSON holds it, UTF-8 cannot
 
 
 def test_advisories_never_raise_on_what_a_parser_chokes_on():
-    for code in (DEEP, SURROGATE + "x = 1\n", "def f(:\n"):
-        found = grading.advisories(code, {"checks"})  # would raise MemoryError / UnicodeEncodeError
+    for code in (DEEP, LONG, SURROGATE + "x = 1\n", "def f(:\n"):
+        found = grading.advisories(code, {"checks"})  # would raise MemoryError / RecursionError / UnicodeEncodeError
         assert isinstance(found, list)
-    assert any("could not be scanned" in a for a in grading.advisories(DEEP, set()))
+    assert any("could not be scanned (RecursionError)" in a for a in grading.advisories(LONG, set()))
 
 
 def test_a_lone_surrogate_in_an_answer_is_replaced_not_fatal():

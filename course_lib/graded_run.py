@@ -59,6 +59,7 @@ def keep(slot: str, arguments) -> None:
 
 
 def kept(slot: str) -> dict:
+    """A hidden check's kept arguments; what keeping them raised is raised here, as its probe's error."""
     value = _kept[slot]
     if isinstance(value, Exception):
         raise value

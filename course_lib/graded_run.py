@@ -4,12 +4,20 @@ Started by course_lib.grading (inside the sandbox when there is one) as
 
     python -m course_lib.graded_run JOB_DIR
 
-with JOB_DIR/notebook.ipynb (the lesson's cells, the student's answer cells, and one probe cell per
-check) and JOB_DIR/settings.json ({"timeout": seconds per cell}). Each probe cell calls `record`, which
-runs the check's probe in the kernel and keeps its plain-data result. At the end one JSON document goes
-to stdout: {"records": {key: data}, "notebook": the executed notebook, "events": [what went wrong]}.
-Nothing here decides a score: the grader judges the records outside, and a record that is missing (a
-timeout, a crash, a dead kernel) fails its check.
+with JOB_DIR/notebook.ipynb (the lesson's cells and the student's answer cells; each graded cell is an empty
+placeholder, metadata {"graded": n}) and JOB_DIR/settings.json ({"timeout": seconds per cell}). The run talks
+with the grader in JSON lines, stdout out and stdin in (course_lib.graded_session):
+
+- at placeholder n it sends {"want": n} and gets {"code": ...}: the cell's probe calls, each with a nonce and
+  its seed, made up by the grader only now; after the last cell it sends {"want": "end"} for each hidden
+  check in turn (code null: none left);
+- each probe displays its record (RECORD_MIME, bound to its nonce) as an output of the cell that asked for
+  it, and the run passes on {"record": nonce, "data": ...} for outputs of those cells only;
+- the first line is {"started": true}, before any student code runs (a sandbox that never says it could not
+  start, which the grader retries); the last is {"notebook": the executed notebook, "events": [...]}.
+
+Nothing here decides a score, and nothing here knows a seed before the grader sends it. The process is
+made non-dumpable, so the kernel (same user) cannot reopen its pipes through /proc.
 """
 from __future__ import annotations
 
@@ -19,22 +27,43 @@ import sys
 import tempfile
 from pathlib import Path
 
-RECORDS_ENV = "COURSE_RECORDS_DIR"
+RECORD_MIME = "application/x-course-record"
 RECOVERY_SECONDS = 30  # how long an interrupted kernel has to answer again before the run stops
 WARM_UP = "import numpy, torch, course_lib.checks"  # imported before the clock of the first cell starts
 WARM_UP_SECONDS = 300
+_kept: dict = {}
 
 
-def record(key: str, check_name: str, *args, **kwargs) -> None:
-    """Run `check_name`'s probe on the answers (in the kernel) and keep its plain-data result under `key`."""
+def probe(nonce: str, check_name: str, arguments) -> None:
+    """Run `check_name`'s probe on the answers (in the kernel) and display its plain-data record with `nonce`;
+    `arguments()` gives (args, kwargs): evaluated here, so that an answer that is not defined is this check's
+    error, not the cell's."""
+    from IPython.display import display
+
     from course_lib import checks
 
-    data = checks.as_record(checks.GRADED[check_name].probe(*args, **kwargs))
-    folder = Path(os.environ[RECORDS_ENV])
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".record-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, folder / f"{key}.json")
+    try:
+        args, kwargs = arguments()
+        shown = {"nonce": nonce, "record": checks.as_record(checks.GRADED[check_name].probe(*args, **kwargs))}
+    except Exception as e:
+        shown = {"nonce": nonce, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    display({RECORD_MIME: json.dumps(shown)}, raw=True)
+
+
+def keep(slot: str, arguments) -> None:
+    """Keep a hidden check's arguments as they are at the exercise's place; it runs after the last cell."""
+    try:
+        _kept[slot] = arguments()
+    except Exception as e:
+        _kept[slot] = e
+
+
+def kept(slot: str) -> dict:
+    """A hidden check's kept arguments; what keeping them raised is raised here, as its probe's error."""
+    value = _kept[slot]
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 def _client_class():
@@ -60,38 +89,87 @@ def _client_class():
     return InterruptingClient
 
 
-def run(notebook, timeout: int, records_dir: Path, workdir: Path) -> list[str]:
-    """Execute every code cell (a timeout interrupts the cell and the run goes on); returns the events."""
+class Grader:
+    """The JSON-lines conversation with the grader, on pipes nothing started from here inherits."""
+
+    def __init__(self, inbox, outbox):
+        self.inbox, self.outbox = inbox, outbox
+
+    def send(self, message: dict) -> None:
+        self.outbox.write(json.dumps(message) + "\n")
+        self.outbox.flush()
+
+    def code_for(self, want) -> str | None:
+        self.send({"want": want})
+        reply = json.loads(self.inbox.readline() or "{}")
+        return reply.get("code") if isinstance(reply, dict) else None
+
+
+def run(notebook, timeout: int, grader: Grader, workdir: Path) -> list[str]:
+    """Execute every code cell (a timeout interrupts the cell and the run goes on), then the hidden checks;
+    returns the events."""
+    import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    os.environ[RECORDS_ENV] = str(records_dir)
     client = _client_class()(notebook, timeout=timeout, kernel_name="python3", allow_errors=True,
                              interrupt_on_timeout=True, resources={"metadata": {"path": str(workdir)}},
                              error_on_timeout={"ename": "Timeout", "traceback": [],
                                                "evalue": f"cell ran longer than {timeout} s and was stopped"})
     events = []
+
+    def execute(index: int, cell) -> bool:
+        """Run one cell; False when the run cannot go on."""
+        client.timed_out = False
+        try:
+            client.execute_cell(cell, index)
+        except DeadKernelError:
+            events.append(f"the kernel died in cell {index}; later cells were not run")
+            return False
+        if "graded" in cell.metadata:
+            _pass_on_records(cell, grader)
+        if client.timed_out:
+            events.append(f"cell {index} ran longer than {timeout} s and was stopped")
+            client.timed_out = False
+            try:
+                _run_aside(client, "pass", RECOVERY_SECONDS)
+            except (CellTimeoutError, DeadKernelError):
+                client.timed_out = True
+            if client.timed_out:
+                events.append("the kernel did not recover after the timeout; later cells were not run")
+                return False
+        return True
+
     with open(os.devnull, "w") as devnull, client.setup_kernel(stdout=devnull, stderr=devnull):
         _run_aside(client, WARM_UP, WARM_UP_SECONDS)  # a loaded machine imports torch slowly: not the student's time
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue
-            client.timed_out = False
-            try:
-                client.execute_cell(cell, index)
-            except DeadKernelError:
-                events.append(f"the kernel died in cell {index}; later cells were not run")
-                break
-            if client.timed_out:
-                events.append(f"cell {index} ran longer than {timeout} s and was stopped")
-                client.timed_out = False
-                try:
-                    _run_aside(client, "pass", RECOVERY_SECONDS)
-                except (CellTimeoutError, DeadKernelError):
-                    client.timed_out = True
-                if client.timed_out:
-                    events.append("the kernel did not recover after the timeout; later cells were not run")
-                    break
+            if "graded" in cell.metadata:
+                cell.source = grader.code_for(cell.metadata["graded"]) or ""
+            if not execute(index, cell):
+                return events
+        while (code := grader.code_for("end")) is not None:  # the hidden checks, on the answers kept earlier
+            notebook.cells.append(nbformat.v4.new_code_cell(code, metadata={"graded": "hidden"}))
+            if not execute(len(notebook.cells) - 1, notebook.cells[-1]):
+                return events
     return events
+
+
+def _pass_on_records(cell, grader: Grader) -> None:
+    """Send the records a probe cell displayed, and take them off the cell (the notebook stays small)."""
+    kept = []
+    for output in cell.get("outputs", []):
+        text = output.get("data", {}).get(RECORD_MIME) if output.get("output_type") == "display_data" else None
+        if text is None:
+            kept.append(output)
+            continue
+        try:
+            shown = json.loads(text if isinstance(text, str) else "")
+            grader.send({"record": shown["nonce"], **({"error": shown["error"]} if "error" in shown else
+                                                      {"data": shown["record"]})})
+        except (ValueError, KeyError, TypeError, RecursionError):
+            pass
+    cell.outputs = kept
 
 
 def _run_aside(client, code: str, timeout: int) -> None:
@@ -108,28 +186,37 @@ def _run_aside(client, code: str, timeout: int) -> None:
         client.timeout = saved
 
 
+def _private(fd: int, mode: str):
+    """A non-inheritable copy of `fd` as a file, with /dev/null put in its place for whatever starts later."""
+    private = os.fdopen(os.dup(fd), mode)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return private
+
+
+def _not_dumpable() -> None:
+    """Make this process non-dumpable: its /proc entries (fds, memory) are then closed to its own user."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+
+
 def main(job_dir: str) -> int:
     import nbformat
 
+    _not_dumpable()
     job = Path(job_dir)
     settings = json.loads((job / "settings.json").read_text())
     notebook = nbformat.read(job / "notebook.ipynb", as_version=4)
-    out = os.fdopen(os.dup(1), "w")  # the report's channel; nothing started from here inherits it
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    with tempfile.TemporaryDirectory(prefix="records-") as records, tempfile.TemporaryDirectory(prefix="work-") as work:
+    grader = Grader(_private(0, "r"), _private(1, "w"))
+    grader.send({"started": True})  # before any student code: the sandbox could start
+    with tempfile.TemporaryDirectory(prefix="work-") as work:
         try:
-            events = run(notebook, int(settings["timeout"]), Path(records), Path(work))
+            events = run(notebook, int(settings["timeout"]), grader, Path(work))
         except Exception as e:  # the kernel would not start, or nbclient failed: the records say what ran
             events = [f"the notebook could not be run: {type(e).__name__}: {str(e)[:300]}"]
-        found = {}
-        for path in Path(records).glob("*.json"):
-            try:
-                found[path.stem] = json.loads(path.read_text())
-            except ValueError:
-                events.append(f"record {path.stem} is not JSON")
-    json.dump({"records": found, "notebook": nbformat.writes(notebook), "events": events}, out)
-    out.close()
+    grader.send({"notebook": nbformat.writes(notebook), "events": events})
     return 0
 
 

@@ -8,10 +8,10 @@ turn a source into the learner notebook (notebooks/<lesson>.ipynb).
 Grading is ours. A graded cell's public part and hidden part are calls of graded checks
 (`checks.check_x(answer, seed=...)`), and each check is a probe plus a judge (course_lib.checks). A
 submission's notebook is rebuilt from the learner version of the source, with only the student's answer
-cells taken from the submission and each check call replaced by a cell that runs its probe. That
-notebook runs in a sandbox (course_lib.sandbox), which returns plain data only; the judges run here, in
-the grader's process, on that data, with their other arguments taken from the source, never from the
-kernel. An exercise scores when every public and hidden check of it has an explicit record that its
+cells taken from the submission and each graded cell an empty placeholder. That notebook runs in a sandbox
+(course_lib.sandbox), which is handed each probe only when it gets there (course_lib.graded_session) and
+returns plain data only; the judges run outside it (course_lib.judging), on that data, with their other
+arguments taken from the source, never from the kernel. An exercise scores when every public and hidden check of it has an explicit record that its
 judge accepts: no record (a timeout, a crash, a dead kernel, a malformed report) is a fail.
 
     python -m course_lib.grading release [--out notebooks]     learner notebooks from source/
@@ -45,7 +45,8 @@ from pathlib import Path
 
 import nbformat
 
-from . import checks, config
+from . import checks, config, judging
+from .graded_session import Session
 from .sandbox import NO_SANDBOX_HELP, Limits, Sandbox, bubblewrap_problem, copy_course_lib
 from .storage import atomic_write, atomic_write_text
 
@@ -263,7 +264,22 @@ def _answer_cell(cell) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     if len(source) > MAX_ANSWER_CHARS:
         return f"answer cell '{gid}' is longer than {MAX_ANSWER_CHARS} characters", None, None
-    return None, gid, source
+    return None, gid, valid_unicode(source)
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with lone surrogates (which JSON can hold but UTF-8 cannot) replaced by U+FFFD, so no file,
+    parser or report downstream fails on it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def shown_name(student: str) -> str:
+    """A student folder's name as text: bytes that are not UTF-8 (kept by os as surrogates) shown as \\xNN."""
+    return os.fsencode(student).decode("utf-8", "backslashreplace")
 
 
 # ------------------------------------------------------------------------- advisory scan (instructor)
@@ -273,17 +289,38 @@ _RISKY_MODULES = {"os", "sys", "subprocess", "ctypes", "importlib", "builtins", 
                   "threading", "multiprocessing", "socket", "shutil", "pathlib", "IPython", "bdb", "pdb"}
 
 
-def advisories(source: str, lesson_names: set[str]) -> list[str]:
+# course_lib functions that do what an exercise asks: the lessons use them, so the library keeps them, and an
+# answer that calls one is pointed out to the instructor (the README's "library twins")
+LIBRARY_TWINS = {"numerical_grad": {"finite_difference_grad"}, "train_linear": {"linreg_torch", "linreg_by_hand"},
+                 "count_trainable": {"trainable_parameters", "parameter_counts"}, "head_groups": {"param_groups"},
+                 "discriminative_groups": {"param_groups"}, "freeze_by_hand": {"freeze"},
+                 "evaluate_accuracy": {"evaluate"}, "train_one_epoch": {"fit"}, "predict_file": {"predict"},
+                 "split_by_class": {"stratified_split"}}
+
+
+def advisories(source: str, lesson_names: set[str], exercise: str | None = None) -> list[str]:
     """What in an answer cell reaches beyond the answer, for the instructor to read: rebinding the lesson's
-    names or patching them at the top level, magics, introspection, system modules. Never a score change:
-    grading does not depend on any of it. Names local to a function are the student's own."""
+    names or patching them at the top level, magics, introspection, system modules, a call of the library's
+    twin of the exercise. Never a score change: grading does not depend on any of it. Names local to a
+    function are the student's own."""
     found = []
     if any(line.lstrip().startswith(("%", "!")) for line in source.splitlines()):
         found.append("uses IPython magics or shell commands (% or !)")
     try:
         tree = ast.parse(source)
+        twins = LIBRARY_TWINS.get(exercise, set())
+        found += [f"calls the library's {name}(), which does what this exercise asks" for name in sorted(
+            {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(tree)
+             if isinstance(n, ast.Attribute) and n.attr in twins or isinstance(n, ast.Name) and n.id in twins})]
+        return sorted(set(found + _scan(tree, lesson_names)))
     except SyntaxError:
         return found
+    except (RecursionError, MemoryError, ValueError, UnicodeError) as e:  # a deep expression, a lone surrogate
+        return found + [f"could not be scanned ({type(e).__name__})"]
+
+
+def _scan(tree, lesson_names: set[str]) -> list[str]:
+    found = []
     for statement in tree.body:
         bound = set()
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -311,7 +348,7 @@ def advisories(source: str, lesson_names: set[str]) -> list[str]:
             found.append(f"uses {node.attr}")
         elif isinstance(node, ast.Name) and node.id.startswith("__") and node.id.endswith("__") and node.id != "__name__":
             found.append(f"uses {node.id}")
-    return sorted(set(found))
+    return found
 
 
 def _root_name(node) -> str | None:
@@ -347,7 +384,8 @@ def _top_level_names(source: str, imports: bool = False) -> set[str]:
 # ----------------------------------------------------------------------------- checks and probes
 @dataclass
 class Probe:
-    """One graded check call: its probe runs in the kernel under `key`, its judge runs here."""
+    """One graded check call: its probe runs in the kernel when the run asks for it (course_lib.graded_session),
+    its judge runs here; its record is filed under `key`."""
 
     key: str
     exercise: str
@@ -356,12 +394,6 @@ class Probe:
     call: ast.Call
     code: str  # the part's code, for the call's argument text
     cell_index: int
-
-    def cell_source(self) -> str:
-        args = [ast.get_source_segment(self.code, a) for a in self.call.args]
-        args += [f"{k.arg}={ast.get_source_segment(self.code, k.value)}" for k in self.call.keywords]
-        return (f"__import__('course_lib.graded_run', fromlist=['record']).record("
-                f"{self.key!r}, {self.check!r}{''.join(', ' + a for a in args)})")
 
 
 def check_calls(code: str) -> list[ast.Call]:
@@ -437,28 +469,20 @@ def _context_names(probes: list[Probe]) -> set[str]:
 
 def verdict(probe: Probe, record, arguments: dict, cell_error: str | None = None) -> str | None:
     """The judge's verdict on a record: None when it passes, else the failure message. Fails closed: a
-    missing or malformed record, or any error judging it, is a fail."""
+    missing, malformed or out-of-bounds record, a judge past its time limit, or any error judging it, is a
+    fail. Judges run in worker processes (course_lib.judging), not under a lock other students wait on."""
     if record is None:
         return (f"the check could not run: {cell_error}" if cell_error else
                 "the check did not run (the notebook stopped before it)")
-    with _JUDGE_LOCK, contextlib.redirect_stdout(io.StringIO()):
-        try:
-            checks.GRADED[probe.check].judge(record, **arguments)
-        except AssertionError as e:
-            return str(e) or "the check failed"
-        except Exception as e:
-            return f"the check's record could not be judged ({type(e).__name__})"
-    return None
-
-
-_JUDGE_LOCK = threading.Lock()  # judges seed torch's global generator: one at a time
+    return judging.judge(probe.check, record, arguments, checks.GRADED[probe.check].max_items)
 
 
 # ------------------------------------------------------------------------------------ assembling
 def assemble(source_nb, submission: Submission, probes: list[Probe]) -> tuple[nbformat.NotebookNode, list[str]]:
     """The notebook a submission's kernel runs: the learner version of the lesson (no solutions, no hidden
-    tests), the student's answer cells in their places, and a probe cell per check call where the graded
-    cells were. Returns (notebook, notes for the student)."""
+    tests), the student's answer cells in their places, and an empty placeholder (metadata {"graded": index
+    of the graded cell}) where each graded cell was: no check call, no seed. Returns (notebook, notes for the
+    student)."""
     learner = learner_version(source_nb)
     notes = list(submission.notes)
     graded = copy.deepcopy(learner)
@@ -476,8 +500,8 @@ def assemble(source_nb, submission: Submission, probes: list[Probe]) -> tuple[nb
                 notes.append(f"answer cell '{gid}' is missing from the submission (deleted, or its metadata removed)")
             graded.cells.append(cell)
         elif is_graded(cell):
-            for probe in probe_cells.get(index, []):
-                graded.cells.append(nbformat.v4.new_code_cell(probe.cell_source(), metadata={"probe": probe.key}))
+            if index in probe_cells:  # a placeholder: its code comes from the grader when the run reaches it
+                graded.cells.append(nbformat.v4.new_code_cell("", metadata={"graded": index}))
         elif cell.cell_type == "code":
             graded.cells.append(copy.deepcopy(cell))
     for cell in graded.cells:
@@ -499,10 +523,15 @@ def assemble(source_nb, submission: Submission, probes: list[Probe]) -> tuple[nb
     return graded, notes
 
 
-def probe_errors(executed) -> dict[str, str | None]:
-    """The error each probe cell of an executed notebook raised, by probe key."""
-    return {c.metadata["probe"]: _cell_error(c) for c in (executed.cells if executed is not None else [])
-            if isinstance(c.get("metadata", {}).get("probe"), str)}
+def placeholder_errors(executed, cells: dict[int, list[Probe]]) -> dict[str, str]:
+    """The error each placeholder cell of an executed notebook raised (a timeout, an interrupt), by the key of
+    each probe of that cell."""
+    out = {}
+    for cell in executed.cells if executed is not None else []:
+        n = cell.get("metadata", {}).get("graded")
+        if type(n) is int and n in cells and (error := _cell_error(cell)):
+            out.update({p.key: error for p in cells[n]})
+    return out
 
 
 def _cell_error(cell) -> str | None:
@@ -525,15 +554,16 @@ class Result:
     notes: list[str] = field(default_factory=list)
     advisories: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    not_graded: str | None = None  # why the grader could not grade it (its own failure): no score at all
 
     @property
     def total(self) -> float:
         return sum(self.scores.values())
 
     def to_dict(self) -> dict:
-        return {"student": self.student, "lesson": self.lesson, "scores": self.scores, "max_scores": self.max_scores,
+        return {"student": shown_name(self.student), "lesson": self.lesson, "scores": self.scores, "max_scores": self.max_scores,
                 "messages": self.messages, "notes": self.notes, "advisories": self.advisories,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), "not_graded": self.not_graded}
 
 
 def _zero(source_nb, student: str, lesson: str, note: str) -> Result:
@@ -564,38 +594,61 @@ class Lesson:
     def name(self) -> str:
         return self.path.stem
 
+    @property
+    def cells(self) -> dict[int, list[Probe]]:
+        """Graded cell index -> its probes: what each placeholder of an assembled notebook runs."""
+        out = {}
+        for probe in self.probes:
+            out.setdefault(probe.cell_index, []).append(probe)
+        return out
+
     def wall_seconds(self, timeout: int) -> int:
         """A whole run's limit: starting the kernel, every cell a little slow, a few running into their timeout."""
         code_cells = sum(c.cell_type == "code" for c in self.notebook.cells) + len(self.probes)
         return 60 + 3 * timeout + 2 * code_cells
 
 
-def execute(notebook, sandbox: Sandbox, timeout: int, wall_seconds: float) -> tuple[dict, nbformat.NotebookNode | None, list[str]]:
-    """Run a notebook through course_lib.graded_run in `sandbox`: (records, executed notebook, events).
-    What comes back is read as untrusted data: size-capped, parsed strictly, anything odd dropped."""
-    with tempfile.TemporaryDirectory(prefix="grading-job-") as tmp:
-        job = Path(tmp) / "job"
-        job.mkdir()
-        (job / "notebook.ipynb").write_text(nbformat.writes(notebook))
-        (job / "settings.json").write_text(json.dumps({"timeout": timeout}))
-        outcome = sandbox.run(job, wall_seconds)
-    events = []
+SANDBOX_ATTEMPTS = 3
+
+
+class SandboxFailed(RuntimeError):
+    """A sandbox could not start (before any student code ran): the grader's failure, never the student's."""
+
+
+def execute(notebook, sandbox: Sandbox, timeout: int, wall_seconds: float, cells: dict[int, list[Probe]]
+            ) -> tuple[dict, dict, nbformat.NotebookNode | None, list[str]]:
+    """Run a notebook through course_lib.graded_run in `sandbox`, handing out the probes of `cells` (placeholder
+    number -> probes) as it reaches them: (records, errors, executed notebook, events), each by probe key.
+    What comes back is read as untrusted data: size-capped, parsed strictly, anything odd dropped. A sandbox
+    that does not start is tried again, then SandboxFailed is raised."""
+    for attempt in range(SANDBOX_ATTEMPTS):
+        session = Session(cells)
+        with tempfile.TemporaryDirectory(prefix="grading-job-") as tmp:
+            job = Path(tmp) / "job"
+            job.mkdir()
+            (job / "notebook.ipynb").write_text(nbformat.writes(notebook))
+            (job / "settings.json").write_text(json.dumps({"timeout": timeout}))
+            outcome = sandbox.run(job, wall_seconds, session.reply)
+        if session.started or outcome.timed_out:
+            break
+        if attempt + 1 < SANDBOX_ATTEMPTS:
+            time.sleep(5 * (attempt + 1))  # e.g. a classmate's sandbox briefly holding what a new one needs
+    else:
+        raise SandboxFailed(f"the sandbox could not start, {SANDBOX_ATTEMPTS} times: {outcome.stderr.strip()[-300:]}")
+    events = list(session.events)
     if outcome.timed_out:
         events.append(f"grading stopped after {wall_seconds:.0f} s (the notebook did not finish)")
-    if outcome.report is None:
-        return {}, None, events + ["the notebook's report was larger than the grader reads"]
+    if outcome.overflow:
+        events.append("the notebook's report was larger than the grader reads")
+    executed = None
     try:
-        report = json.loads(outcome.report.decode("utf-8"))
-        records = report["records"]
-        if not isinstance(records, dict):
-            raise ValueError("records")
-        events += [str(e)[:MAX_MESSAGE_CHARS] for e in report.get("events", [])[:20]]
-        executed = nbformat.reads(report["notebook"], as_version=4)
+        executed = nbformat.reads(session.notebook, as_version=4) if session.notebook else None
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        if not outcome.timed_out:
-            events.append(f"the notebook run ended without a readable report ({outcome.stderr.strip()[-300:]})")
-        return {}, None, events
-    return records, executed, events
+        pass
+    if executed is None and not outcome.timed_out and not outcome.overflow:
+        events.append(f"the notebook run ended without a readable report ({outcome.stderr.strip()[-300:]})")
+    errors = {**placeholder_errors(executed, cells), **session.errors}
+    return session.records, errors, executed, events
 
 
 def grade_notebook(source_nb, submission, *, student: str, lesson: str, timeout: int = 120,
@@ -621,20 +674,24 @@ def grade_notebook(source_nb, submission, *, student: str, lesson: str, timeout:
     graded, notes = assemble(source_nb, submission, prepared.probes)
     result.notes += notes
     for gid, code in submission.answers.items():
-        result.advisories += [f"{gid}: {a}" for a in advisories(code, prepared.lesson_names)]
+        result.advisories += [f"{gid}: {a}" for a in advisories(code, prepared.lesson_names, gid)]
     with contextlib.ExitStack() as stack:
         if sandbox is None:
             lib = stack.enter_context(tempfile.TemporaryDirectory(prefix="course-lib-"))
             lib, cifar10 = copy_course_lib(Path(lib)), _cifar10()
             sandbox = Sandbox(lib, cifar10=cifar10, isolated=False, threads=config.torch_threads(),
                               shared_data=shared_data(lib, cifar10, [source_nb], progress=False))
-        records, executed, events = execute(graded, sandbox, timeout, prepared.wall_seconds(timeout))
+        try:
+            records, errors, executed, events = execute(graded, sandbox, timeout, prepared.wall_seconds(timeout),
+                                                        prepared.cells)
+        except SandboxFailed as e:
+            result.not_graded = str(e)
+            return result, None
     result.notes += events
     if executed is not None:
         for cell in executed.cells:
             if is_answer(cell) and (error := _cell_error(cell)):
                 result.notes.append(f"answer cell '{grade_id(cell)}' raised {error}")
-    errors = probe_errors(executed)
     for gid in result.scores:
         failures = {}
         for probe in (p for p in prepared.probes if p.exercise == gid):
@@ -663,8 +720,12 @@ _PREPARE_SHARED_DATA = ("from course_lib import data, pretrained\n"
                         "pretrained.pretrain_source_model(data.load_cifar10(progress=False), progress=False)")
 
 
+SHARED_DATA_USERS = ("load_cifar10", "course_weights", "pretrain_source_model")  # what the shared folder serves
+
+
 def uses_cifar10(source_nb) -> bool:
-    return any(c.cell_type == "code" and "load_cifar10" in c.source for c in source_nb.cells)
+    """Whether the lesson reads CIFAR-10 or the source model pretrained on it (lesson 4 does only the latter)."""
+    return any(c.cell_type == "code" and any(name in c.source for name in SHARED_DATA_USERS) for c in source_nb.cells)
 
 
 def shared_data(lib: Path, cifar10: Path | None, source_nbs, *, progress: bool = True) -> Path | None:
@@ -705,11 +766,11 @@ def student_folders(submitted: Path) -> tuple[list[str], list[str]]:
     students, warnings = [], []
     for entry in sorted(os.scandir(submitted), key=lambda e: e.name):
         if entry.is_symlink():
-            warnings.append(f"skipped {entry.name!r}: a symbolic link, not a student folder")
+            warnings.append(f"skipped {shown_name(entry.name)!r}: a symbolic link, not a student folder")
         elif entry.is_dir(follow_symlinks=False):
             students.append(entry.name)
         else:
-            warnings.append(f"skipped {entry.name!r}: not a folder")
+            warnings.append(f"skipped {shown_name(entry.name)!r}: not a folder")
     return students, warnings
 
 
@@ -722,6 +783,10 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
     from tqdm.auto import tqdm
 
     submitted, out_dir = Path(submitted), Path(out_dir)
+    if isolated and os.geteuid() != 0:
+        raise SystemExit(f"grading a class needs root: each job slot's sandbox then runs as a uid of its own "
+                         f"(its own process limit; no pipe or process of another sandbox or of the grader shares "
+                         f"its user). Run `grade` as root.\n{NO_SANDBOX_HELP}.")
     if isolated and (problem := bubblewrap_problem()):
         raise SystemExit(f"cannot grade in a sandbox: {problem}.\n{NO_SANDBOX_HELP}.")
     students, warnings = student_folders(submitted)
@@ -743,7 +808,7 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="grading-lib-") as lib:
         lib, cifar10 = copy_course_lib(Path(lib)), _cifar10()
-        sandbox = Sandbox(lib, cifar10=cifar10, isolated=isolated,
+        sandbox = Sandbox(lib, cifar10=cifar10, isolated=isolated, slots=jobs,
                           shared_data=shared_data(lib, cifar10, [lesson.notebook for _, lesson, _ in work],
                                                   progress=progress),
                           threads=max(1, config.torch_threads() // jobs),
@@ -752,26 +817,47 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
         def finished(result: Result, executed) -> None:
             with lock:
                 results[result.student].append(result)
-                write_result(result, executed, out_dir)
+                _isolated(write_result, result, executed, out_dir)
                 if len(results[result.student]) == len(lessons):
-                    write_feedback(result.student, results[result.student], out_dir)
-                write_grades(results, lessons, out_dir)
+                    _isolated(write_feedback, result.student, results[result.student], out_dir)
+                _isolated(write_grades, results, lessons, out_dir)
 
         for student in students:  # students with nothing to run are done already
             if len(results[student]) == len(lessons):
                 for result in results[student]:
-                    write_result(result, None, out_dir)
-                write_feedback(student, results[student], out_dir)
-        write_grades(results, lessons, out_dir)
+                    _isolated(write_result, result, None, out_dir)
+                _isolated(write_feedback, student, results[student], out_dir)
+        _isolated(write_grades, results, lessons, out_dir)
         with ThreadPoolExecutor(max_workers=jobs) as pool, \
                 tqdm(total=len(work), desc="grading", unit="notebook", disable=not progress) as bar:
-            running = [pool.submit(grade_notebook, lesson.notebook, found, student=student, lesson=lesson.name,
-                                   timeout=timeout, sandbox=sandbox, prepared=lesson)
+            running = [pool.submit(_grade_or_note, lesson, found, student=student, timeout=timeout, sandbox=sandbox)
                        for student, lesson, found in work]
             for future in as_completed(running):
                 finished(*future.result())
                 bar.update()
+    for r in (r for s in students for r in results[s] if r.not_graded):
+        print(f"NOT GRADED: {shown_name(r.student)}/{r.lesson}: {r.not_graded}; grade it again", file=sys.stderr)
     return [r for s in students for r in sorted(results[s], key=lambda r: r.lesson)]
+
+
+def _grade_or_note(lesson: Lesson, found: Submission, *, student: str, timeout: int, sandbox: Sandbox):
+    """grade_notebook, except that anything going wrong costs this student's lesson (a 0 with a note), never
+    the batch."""
+    try:
+        return grade_notebook(lesson.notebook, found, student=student, lesson=lesson.name, timeout=timeout,
+                              sandbox=sandbox, prepared=lesson)
+    except Exception as e:
+        print(f"grading {shown_name(student)}/{lesson.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return _zero(lesson.notebook, student, lesson.name,
+                     f"this notebook could not be graded ({type(e).__name__}); the instructor was told"), None
+
+
+def _isolated(write, *args) -> None:
+    """Run one student's write; a failure is reported and skipped, so classmates' outputs are still written."""
+    try:
+        write(*args)
+    except Exception as e:
+        print(f"{write.__name__} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def write_result(result: Result, executed, out_dir: Path) -> None:
@@ -785,6 +871,9 @@ def _spreadsheet_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+NOT_GRADED = "not graded"
+
+
 def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_dir: Path) -> None:
     """grades.csv: a row per student whose lessons are all graded, a column per exercise, a total, the maximum."""
     columns = [(l.name, gid, points) for l in lessons for gid, points in exercises(l.notebook)]
@@ -795,8 +884,10 @@ def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_di
         if len(done) < len(lessons):
             continue
         score = {(r.lesson, gid): v for r in done for gid, v in r.scores.items()}
+        ungraded = {r.lesson for r in done if r.not_graded}
         row = [score.get((lesson, gid), 0.0) for lesson, gid, _ in columns]
-        writer.writerow([_spreadsheet_safe(student), *[f"{v:g}" for v in row], f"{sum(row):g}",
+        cells = [NOT_GRADED if lesson in ungraded else f"{v:g}" for (lesson, _, _), v in zip(columns, row)]
+        writer.writerow([_spreadsheet_safe(shown_name(student)), *cells, NOT_GRADED if ungraded else f"{sum(row):g}",
                          f"{sum(p for _, _, p in columns):g}"])
     atomic_write_text(out_dir / "grades.csv", buf.getvalue())
 
@@ -811,8 +902,12 @@ def markdown_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def write_feedback(student: str, results: list[Result], out_dir: Path) -> None:
-    lines = [f"# Feedback for {markdown_text(student, 100)}", ""]
+    lines = [f"# Feedback for {markdown_text(shown_name(student), 100)}", ""]
     for r in sorted(results, key=lambda r: r.lesson):
+        if r.not_graded:
+            lines += [f"## {r.lesson}: {NOT_GRADED}", "", "The grader could not run this notebook (its failure, not "
+                      "yours); the instructor will grade it again.", ""]
+            continue
         lines += [f"## {r.lesson}: {r.total:g} / {sum(r.max_scores.values()):g}", "",
                   "| exercise | points | result |", "| --- | --- | --- |"]
         for gid, maxp in r.max_scores.items():
@@ -825,7 +920,7 @@ def write_feedback(student: str, results: list[Result], out_dir: Path) -> None:
     advice = [f"- {r.lesson} {markdown_text(a)}" for r in results for a in r.advisories]
     if advice:
         atomic_write_text(out_dir / "advisories" / f"{student}.md",
-                          "\n".join([f"# Advisory notes on {markdown_text(student, 100)} (no effect on the grade)", "", *advice, ""]))
+                          "\n".join([f"# Advisory notes on {markdown_text(shown_name(student), 100)} (no effect on the grade)", "", *advice, ""]))
 
 
 # ------------------------------------------------------------------------------------- validate
@@ -841,8 +936,8 @@ def load_cases(source_path: Path) -> dict:
 
 def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
     """Run the lesson once with the reference solutions; at each exercise, first run the learner's unanswered
-    stub and every case's answer in place of the solution, each followed by the exercise's probes; judge every
-    record here. One run for the whole suite: a lesson's cells before an exercise run once, not once per case.
+    stub and every case's answer in place of the solution, each followed by the exercise's probes (the hidden
+    ones, as in grading, run at the end on the answers kept there); judge every record here. One run for the whole suite: a lesson's cells before an exercise run once, not once per case.
 
     Returns one record per case, per stub and per reference solution: exercise, kind ("wrong", "right", "stub"
     or "reference"), name, and the public and hidden errors (None: passed).
@@ -856,7 +951,12 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
         graded, _ = assemble(source_nb, solved, lesson.probes)
         tests_of = answer_test_cells(source_nb)
         stubs = {grade_id(c): c.source for c in learner_version(source_nb).cells if is_answer(c)}
-        runs, cells = [], []
+        runs, cells, placeholders = [], [], {}
+
+        def placeholder(probes: list[Probe]):
+            placeholders[len(placeholders)] = probes
+            return nbformat.v4.new_code_cell("", metadata={"graded": len(placeholders) - 1})
+
         for cell in graded.cells:
             gid = grade_id(cell)
             if is_answer(cell) and gid in tests_of:
@@ -866,20 +966,18 @@ def run_cases(source_nb, cases: dict, *, timeout: int = 300) -> list[dict]:
                     for name, answer in suite.get(kind, {}).items():
                         tag = f"case{len(runs)}"
                         runs.append((gid, kind, name, tag))
-                        cells += [nbformat.v4.new_code_cell(forget), nbformat.v4.new_code_cell(answer)]
-                        for probe in (p for p in lesson.probes if p.cell_index == tests_of.get(gid)):
-                            tagged = _tagged(probe, tag)
-                            cells.append(nbformat.v4.new_code_cell(tagged.cell_source(), metadata={"probe": tagged.key}))
+                        cells += [nbformat.v4.new_code_cell(forget), nbformat.v4.new_code_cell(answer),
+                                  placeholder([_tagged(p, tag) for p in lesson.cells[tests_of[gid]]])]
                 cells.append(nbformat.v4.new_code_cell(forget))
-            cells.append(cell)
+            cells.append(placeholder(lesson.cells[cell.metadata["graded"]]) if "graded" in cell.metadata else cell)
         graded.cells = cells
         for gid in tests_of:
             runs.append((gid, "reference", "the solution", None))
         cifar10 = _cifar10()
         sandbox = Sandbox(lib, cifar10=cifar10, isolated=False, threads=config.torch_threads(),
                           shared_data=shared_data(lib, cifar10, [source_nb], progress=False))
-        records, executed, _ = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4))
-    errors = probe_errors(executed)
+        records, errors, _, _ = execute(graded, sandbox, timeout, lesson.wall_seconds(timeout) * (1 + len(runs) // 4),
+                                        placeholders)
     out = []
     for gid, kind, name, tag in runs:
         verdicts = {"public": None, "hidden": None}

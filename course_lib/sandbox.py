@@ -6,16 +6,20 @@ a private tmpfs for /tmp, its home and its data folder. It has no network, its o
 hostname namespaces, a new session (no terminal to push keystrokes into), and resource limits; it does
 not see the project checkout, source/ (solutions and hidden tests), other submissions or the grades.
 Killing the sandbox's bwrap kills everything started inside (--die-with-parent, a PID namespace).
-Its only way out is its stdout, which the grader reads with a size cap and judges as plain data.
+Its only way out is its stdout, which the grader reads line by line with a size cap, as plain data
+(course_lib.graded_session); the grader answers on its stdin.
 
-When the grader runs as root, an outer bwrap first exposes the paths nobody may enter (such as a
-Python under /root) at /run/grader, then setpriv drops to an unprivileged uid with no capabilities,
-and the inner bwrap runs as that user with --unshare-all.
+When the grader runs as root, an outer bwrap first exposes the paths an unprivileged user may not enter
+(such as a Python under /root) at /run/grader, then setpriv drops to the job slot's own uid (no account, no
+capabilities; one uid per slot, so each slot has its own process limit), and the inner bwrap runs as that
+user with --unshare-all. The sandbox's root (a tmpfs of mount points) is remounted read-only.
 """
 from __future__ import annotations
 
+import ast
+import contextlib
 import os
-import pwd
+import queue
 import shutil
 import subprocess
 import sys
@@ -23,8 +27,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 SANDBOX_USER = "nobody"
+SLOT_UID_BASE = 2_000_000_000  # slot n runs as uid (and gid) SLOT_UID_BASE + n: no account has these, and the
+# kernel counts processes per uid, so each slot has its own process limit
 NO_SANDBOX_HELP = ("grading runs each submission in a bubblewrap sandbox, which needs Linux with bubblewrap "
                    "installed (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap). "
                    "On a machine without it, `grade --no-sandbox` grades anyway WITHOUT ANY ISOLATION: "
@@ -55,9 +62,9 @@ class Limits:
 
 @dataclass
 class Outcome:
-    """What came out of one sandboxed run: its report (bytes, None on overflow), stderr tail, how it ended."""
+    """How one sandboxed run ended: whether its output overflowed, its stderr tail, its exit status."""
 
-    report: bytes | None
+    overflow: bool
     stderr: str
     returncode: int | None
     timed_out: bool
@@ -74,6 +81,12 @@ class Sandbox:
     isolated: bool = True
     limits: Limits = field(default_factory=Limits)
     threads: int = 1  # torch threads per notebook: the cores shared out between the sandboxes running at once
+    slots: int = 1  # sandboxes that may run at once, each under its own uid (when the grader is root)
+
+    def __post_init__(self):
+        self._free = queue.Queue()
+        for slot in range(self.slots):
+            self._free.put(slot)
 
     def environment(self, job: Path) -> dict:
         from . import config, data
@@ -99,7 +112,7 @@ class Sandbox:
     def _cifar_path(self) -> str:
         return f"/course/cifar10/{self.cifar10.name}" if self.isolated else str(self.cifar10)
 
-    def command(self, job: Path) -> list[str]:
+    def command(self, job: Path, slot: int = 0) -> list[str]:
         python = Path(sys.prefix) / "bin" / "python"
         run = [str(python), "-m", "course_lib.graded_run", str(Path("/course/job") if self.isolated else job)]
         if not self.isolated:
@@ -125,23 +138,22 @@ class Sandbox:
             inner += ["--ro-bind", str(seen["cifar10"]), self._cifar_path()]
         if self.shared_data is not None:
             inner += ["--ro-bind", str(seen["shared-data"]), "/course/shared-data"]
+        inner += ["--remount-ro", "/"]  # the root tmpfs (mount points only) has no size limit: nothing written there
         for key, value in self.environment(job).items():
             inner += ["--setenv", key, value]
         inner += ["--", *run]
         if not root:
             return self.limits.prlimit() + inner
-        user = pwd.getpwnam(SANDBOX_USER)
         outer = ["bwrap", "--dev-bind", "/", "/", "--tmpfs", "/run/grader"]
         for name, path in outside.items():
             outer += ["--ro-bind", str(path), str(seen[name])]
-        drop = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+        drop = ["setpriv", f"--reuid={SLOT_UID_BASE + slot}", f"--regid={SLOT_UID_BASE + slot}", "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         return outer + ["--"] + drop + self.limits.prlimit() + inner
 
-    def prepare_job(self, job: Path) -> None:
+    def prepare_job(self, job: Path, slot: int = 0) -> None:
         """Make the job folder readable by the sandbox's user, with the passwd file it sees."""
-        uid, gid = ((pwd.getpwnam(SANDBOX_USER).pw_uid, pwd.getpwnam(SANDBOX_USER).pw_gid) if os.geteuid() == 0
-                    else (os.geteuid(), os.getegid()))
+        uid, gid = (SLOT_UID_BASE + slot,) * 2 if os.geteuid() == 0 else (os.geteuid(), os.getegid())
         (job / "passwd").write_text(f"{SANDBOX_USER}:x:{uid}:{gid}::/tmp/home:/usr/sbin/nologin\n")
         if not self.isolated:
             for sub in ("home", "data"):
@@ -149,29 +161,48 @@ class Sandbox:
         for path in [job, *job.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
-    def run(self, job: Path, wall_seconds: float) -> Outcome:
-        """Run the job; kill the whole sandbox after wall_seconds or when its report overflows."""
-        self.prepare_job(job)
+    def run(self, job: Path, wall_seconds: float, on_line: Callable[[bytes], bytes | None]) -> Outcome:
+        """Run the job, passing each line it writes to `on_line` and writing back what that returns; kill the
+        whole sandbox after wall_seconds or when its output passes REPORT_LIMIT. It runs in a free slot."""
+        slot = self._free.get()
+        try:
+            return self._run(job, wall_seconds, on_line, slot)
+        finally:
+            self._free.put(slot)
+
+    def _run(self, job: Path, wall_seconds: float, on_line: Callable[[bytes], bytes | None], slot: int) -> Outcome:
+        self.prepare_job(job, slot)
         env = None if self.isolated else {**self.environment(job)}
         start = time.monotonic()
-        proc = subprocess.Popen(self.command(job), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(self.command(job, slot), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True, env=env, cwd="/")
-        report, errors = bytearray(), bytearray()
+        errors = bytearray()
         overflow = threading.Event()
 
-        def drain(stream, into: bytearray, limit: int, on_overflow):
-            while chunk := stream.read(65536):
-                if len(into) + len(chunk) > limit:
-                    on_overflow()
-                    continue  # keep reading so the writer is not blocked, drop the rest
-                into.extend(chunk)
+        def converse():
+            read = 0
+            while line := proc.stdout.readline(REPORT_LIMIT - read + 1):
+                read += len(line)
+                if read > REPORT_LIMIT:
+                    overflow.set()
+                    _kill(proc)
+                    break
+                reply = on_line(line)
+                if reply is not None:
+                    try:
+                        proc.stdin.write(reply + b"\n")
+                        proc.stdin.flush()
+                    except OSError:
+                        pass
+            while proc.stdout.read(65536):  # drain, so nothing blocks on a full pipe
+                pass
 
-        def stop():
-            overflow.set()
-            _kill(proc)
+        def drain_errors():
+            while chunk := proc.stderr.read(65536):
+                if len(errors) + len(chunk) <= STDERR_LIMIT:
+                    errors.extend(chunk)
 
-        readers = [threading.Thread(target=drain, args=(proc.stdout, report, REPORT_LIMIT, stop), daemon=True),
-                   threading.Thread(target=drain, args=(proc.stderr, errors, STDERR_LIMIT, lambda: None), daemon=True)]
+        readers = [threading.Thread(target=converse, daemon=True), threading.Thread(target=drain_errors, daemon=True)]
         for reader in readers:
             reader.start()
         timed_out = False
@@ -183,8 +214,10 @@ class Sandbox:
             proc.wait()
         for reader in readers:
             reader.join(timeout=10)
-        return Outcome(None if overflow.is_set() else bytes(report), errors.decode("utf-8", "replace")[-2000:],
-                       proc.returncode, timed_out, time.monotonic() - start)
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        return Outcome(overflow.is_set(), errors.decode("utf-8", "replace")[-2000:], proc.returncode, timed_out,
+                       time.monotonic() - start)
 
 
 def _system() -> list[str]:
@@ -209,15 +242,42 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def copy_course_lib(into: Path) -> Path:
     """A read-only copy of the course_lib this grader runs (its .py files), so nothing a submission does
-    to the checkout, and no edit in progress, changes what graded kernels import."""
+    to the checkout, and no edit in progress, changes what graded kernels import; its checks.py holds the
+    probes only (probes_only)."""
     package = Path(__file__).resolve().parent
     target = into / "course_lib"
     target.mkdir(parents=True)
     for path in package.glob("*.py"):
-        shutil.copy2(path, target / path.name)
+        if path.name == "checks.py":
+            (target / path.name).write_text(probes_only(path.read_text()))
+        else:
+            shutil.copy2(path, target / path.name)
     for path in [into, target, *target.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return into
+
+
+def probes_only(source: str) -> str:
+    """checks.py as a sandbox gets it: the probes and the inputs they make, no judge, no expected value, no
+    reference implementation. Functions named judge_* or decorated @judge_only are left out and every name of
+    one becomes None; each check_x only says that grading judges outside the kernel."""
+    tree = ast.parse(source)
+
+    def judge_side(node) -> bool:
+        return isinstance(node, ast.FunctionDef) and (node.name.startswith("judge_") or any(
+            isinstance(d, ast.Name) and d.id == "judge_only" for d in node.decorator_list))
+
+    dropped = {node.name for node in tree.body if judge_side(node)}
+
+    class Strip(ast.NodeTransformer):
+        def visit_Name(self, node):
+            return ast.copy_location(ast.Constant(None), node) if node.id in dropped else node
+
+    tree.body = [node for node in tree.body if not judge_side(node)]
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("check_"):
+            node.body = ast.parse("print('(checks are judged by the grader, outside this kernel)')").body
+    return ast.unparse(ast.fix_missing_locations(Strip().visit(tree))) + "\n"
 
 
 def bubblewrap_problem() -> str | None:
@@ -227,13 +287,8 @@ def bubblewrap_problem() -> str | None:
     missing = [tool for tool in ("bwrap", "prlimit") + (("setpriv",) if os.geteuid() == 0 else ()) if not shutil.which(tool)]
     if missing:
         return f"{', '.join(missing)} not found"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(SANDBOX_USER)
-        except KeyError:
-            return f"there is no user '{SANDBOX_USER}' to run submissions as"
-    user = pwd.getpwnam(SANDBOX_USER) if os.geteuid() == 0 else None
-    drop = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"] if user else []
+    drop = (["setpriv", f"--reuid={SLOT_UID_BASE}", f"--regid={SLOT_UID_BASE}", "--clear-groups", "--"]
+            if os.geteuid() == 0 else [])
     probe = subprocess.run([*drop, "bwrap", "--unshare-all", *_system(), "--", "/usr/bin/true"],
                            capture_output=True, text=True)
     if probe.returncode != 0:

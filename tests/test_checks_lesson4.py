@@ -63,7 +63,7 @@ def test_check_split_by_class():
 
 
 # -------------------------------------------------------------------------------------- predict_file
-def predict_with(decode=True, scale=True, normalize=True, eval_mode=True, softmax=True, names=True, k=3,
+def predict_with(decode=True, scale=True, normalize=True, eval_mode=True, softmax=True, names=True, k=None,
                  sort=True):
     def predict_file(model, path, classes, size, mean, std):
         if decode:
@@ -80,7 +80,7 @@ def predict_with(decode=True, scale=True, normalize=True, eval_mode=True, softma
         with torch.no_grad():
             out = model(x)[0]
         probs = out.softmax(0) if softmax else out
-        values, idx = probs.topk(k)
+        values, idx = probs.topk(min(3, len(classes)) if k is None else k)
         pairs = [(classes[i] if names else i, float(v)) for v, i in zip(values.tolist(), idx.tolist())]
         return pairs if sort else pairs[::-1]
     return predict_file
@@ -110,7 +110,8 @@ def test_check_predict_file():
              "eval mode": predict_with(eval_mode=False),
              "softmax": predict_with(softmax=False),
              "not indices": predict_with(names=False),
-             "THREE": predict_with(k=1),
+             "three most probable classes, or every class": predict_with(k=1),
+             "raised RuntimeError": predict_with(k=3),  # a fixed topk(3): the two-class case has 2
              "most probable first": predict_with(sort=False)}
     for hint, answer in wrong.items():
         with pytest.raises(AssertionError, match=hint):

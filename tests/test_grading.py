@@ -67,6 +67,13 @@ def test_advisories_are_scope_aware_and_for_the_instructor_only():
         assert expected in grading.advisories(code, lesson), code
 
 
+def test_an_answer_that_calls_the_librarys_twin_of_its_exercise_is_pointed_out():
+    code = "def count_trainable(model):\n    return models.trainable_parameters(model)\n"
+    assert "calls the library's trainable_parameters(), which does what this exercise asks" in \
+        grading.advisories(code, set(), "count_trainable")
+    assert grading.advisories(code, set(), "choose_depth") == []  # no twin of that exercise
+
+
 def test_validate_lesson1_solutions_pass_and_stubs_fail():
     assert grading.validate(only=["01_gradient_descent"]) == []
 

@@ -111,7 +111,8 @@ SUBMISSIONS = {
         "ip.input_transformers_post.append(lambda lines: [l.replace('record(', 'print(') for l in lines])\n"
         "import ast\nclass Blank(ast.NodeTransformer):\n    def visit_Call(self, node): return node\n"
         "ip.ast_transformers.append(Blank())\n"
-        "ip.run_cell('x = 1')\n%config InlineBackend.figure_format = 'png'\n!echo shell\n"), NOTHING),
+        "ip.run_cell('x = 1')\n%config InlineBackend.figure_format = 'png'\n!echo shell\n"), RATE_ONLY),  # its hooks
+    # change no record: the rate it set is right
     "decorators_and_del": (attack(
         "import threading, time\nclass Meta(type):\n    def __new__(m, n, b, d): return super().__new__(m, n, b, d)\n"
         "class Sneaky(metaclass=Meta):\n    def __del__(self):\n        import course_lib.checks as c\n"
@@ -351,7 +352,7 @@ def test_the_shared_data_folder_is_lent_read_only(tmp_path):
         "        print('refused:', type(e).__name__)")])
     nb.metadata = tiny_lesson().metadata
     sandbox = Sandbox(copy_course_lib(tmp_path / "lib"), shared_data=shared)
-    _, executed, events = grading.execute(nb, sandbox, 60, 120)
+    _, _, executed, events = grading.execute(nb, sandbox, 60, 120, {})
     said = "".join(o.get("text", "") for o in executed.cells[0].outputs)
     assert said.splitlines() == ["read: prepared by the grader", "refused: OSError", "refused: OSError"], (said, events)
     assert (shared / "cache" / "decoded.pt").read_text() == "prepared by the grader"

@@ -181,6 +181,7 @@ def load_image_folder(path: str | Path, size: int = 64, *, val_fraction: float =
 def describe_splits(splits: Splits) -> str:
     """Where the parts came from, images per class and part, the class balance, and how far accuracies
     measured on so few images can be trusted: with tens of images one photo moves accuracy by points."""
+    from .train import difference_noise  # train imports data: imported here, when it is needed
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
     parts = {name: part for name, part in parts.items() if part is not None}
     classes = splits.train.classes
@@ -201,8 +202,9 @@ def describe_splits(splits: Splits) -> str:
         if name in parts:
             n = len(parts[name])
             lines.append(f"{name}: one image is {100 / n:.1f} accuracy points; an accuracy measured on {n} images is "
-                         f"uncertain by up to ±{100 * accuracy_margin(n):.0f} points (95%), so smaller differences "
-                         "between models are noise here.")
+                         f"uncertain by up to ±{100 * accuracy_margin(n):.0f} points (95%), and two models scored on "
+                         f"them differ beyond noise only by more than ±{100 * difference_noise(0.5, n):.0f} points "
+                         "(the noise of a difference).")
     return "\n".join(lines)
 
 

@@ -278,31 +278,37 @@ def per_class_report(ev: train.Evaluation, classes: list[str]) -> str:
 
 
 def what_the_number_is(model: nn.Module, ev: train.Evaluation, classes: list[str], *, input_size: int, epochs: int,
-                       best_epoch: int) -> str:
+                       best_epoch: int, budget_bound: bool) -> str:
     """What a test accuracy is the result of, computed from the run: the weights and the classes they were
     pretrained on (their accuracy apart from the new classes'), the input size and how many positions it leaves
-    layer4, the epochs the budget bought; then what would raise it."""
+    layer4, the epochs trained (`budget_bound`: the budget, not the recipe, set them); then what would raise it."""
     info = models.describe_weights_of(model)
     was_training = model.training
     with torch.no_grad():  # layer4's output before pooling, for one input of this size
         probe = torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
         positions = models.body_upto(model.eval(), "layer4")[:-2](probe).shape[-1]
     model.train(was_training)
-    lines = [f"weights: {info['source']} (learnt on {info['trained_on'] or 'nothing'}"
-             + (f", at {info['native_size']} px" if info.get("native_size") else "") + ")",
+    learnt = ", ".join(info["classes"]) if 0 < len(info.get("classes", [])) <= 10 else info["trained_on"] or "nothing"
+    lines = [f"weights: {info['source']}, learnt on {learnt}"
+             + (f" at {info['native_size']} px" if info.get("native_size") else ""),
              f"input: {input_size} px, which leaves layer4 {positions}x{positions} position(s) to pool (a 224-px input "
              "leaves 7x7; CIFAR ResNets keep more by starting with a 3x3 stride-1 conv and no max-pool, at about 16x "
              "the compute)",
-             f"training: {epochs} epoch(s) of full fine-tuning, the budget's; the best on validation was epoch {best_epoch}"]
+             f"training: {epochs} epoch(s) of full fine-tuning, "
+             + ("as many as the time budget allowed" if budget_bound else "the recipe's (the budget allowed them)")
+             + f"; the best on validation was epoch {best_epoch}"]
     seen = [c for c in classes if c in info.get("classes", [])]
     if seen and len(seen) < len(classes):
         acc = dict(zip(classes, ev.per_class_accuracy.tolist()))
         old = sum(acc[c] for c in seen) / len(seen)
         new = sum(acc[c] for c in classes if c not in seen) / (len(classes) - len(seen))
+        per_class = int(ev.confusion.sum(1).min()) if ev.confusion is not None else 100
+        noise = train.difference_noise(max(old, new), per_class * len(seen), per_class * (len(classes) - len(seen)))
         lines.append(f"classes the weights were pretrained on ({', '.join(seen)}): {100 * old:.1f}% on average; the "
-                     f"{len(classes) - len(seen)} new ones: {100 * new:.1f}%" + (
-                         ": pretraining on a class did not make it the easier one here; what carried over is features "
-                         "useful to every class" if new >= old else ": the classes it was pretrained on kept a lead"))
+                     f"{len(classes) - len(seen)} new ones: {100 * new:.1f}%; {100 * abs(old - new):.1f} points apart, "
+                     + ("within" if abs(old - new) <= noise else "beyond") + f" the noise of a difference (±{100 * noise:.1f})"
+                     + ("" if abs(old - new) <= noise else
+                        ": the pretrained classes scored higher here" if old > new else ": the new classes scored higher here"))
     lines.append("what would raise it: weights learnt on more images (ImageNet's), fed at the size they were learnt at "
                  "(224 px, affordable on a GPU), and more epochs; that is how fine-tuned ResNets are reported at 95% and "
                  "more on CIFAR-10")

@@ -365,12 +365,13 @@ def choose_size_and_plan(train_data: data.ImageData, val_data: data.ImageData, w
             break
         chosen = sizes[sizes.index(chosen) + 1]
     lines = [f"sizes tried for these weights (native {models.describe_weights(weights)['native_size'] or 'none'}): "
-             + ", ".join(f"{s} px ≈ {estimates[s] / 60:.1f} min/epoch" + (" (measured)" if s in measured else " (estimated)")
-                         for s in sizes)]
+             + ", ".join(f"{s} px ≈ {measured[s] / 60:.1f} min/epoch (measured)" if s in measured else
+                         f"{s} px ≈ {estimates[s] / 60:.1f} min/epoch (estimated)" for s in sizes)]
     if len(sizes) > 1:
         lines.append(f"chosen: {chosen} px, the largest at which {min_epochs} epochs of every run fit the "
-                     f"{budget_seconds / 60:.0f}-minute budget" if plan.fits else
-                     f"chosen: {chosen} px, the smallest; even it does not fit the budget")
+                     f"{budget_seconds / 60:.0f}-minute budget" if plan.fits and plan.epochs >= min_epochs else
+                     f"chosen: {chosen} px, the smallest; {plan.epochs} epoch(s) of every run "
+                     + ("fit the budget" if plan.fits else "do not even fit the budget"))
     lines.append(plan.describe())
     return Task(train_data, val_data, weights, normalization, chosen), plan, "\n".join(lines)
 

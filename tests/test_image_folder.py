@@ -190,9 +190,10 @@ def test_describe_splits_counts_balance_and_noise(tmp_path):
                           "bees        4       5       2", "total      12      10       4"]
     assert ("balance: the largest class has 2.0x the training images of the smallest (ants 8, bees 4); "
             "always guessing the largest class scores 67%.") in lines
-    # 10 validation images: one is 10 points; 1.96 * sqrt(0.25 / 10) = 0.31
+    # 10 validation images: one is 10 points; 1.96 * sqrt(0.25 / 10) = 0.31; a difference: 2 * sqrt(0.25 * 2 / 10) = 0.45
     assert ("val: one image is 10.0 accuracy points; an accuracy measured on 10 images is uncertain by up to ±31 "
-            "points (95%), so smaller differences between models are noise here.") in lines
+            "points (95%), and two models scored on them differ beyond noise only by more than ±45 points (the noise "
+            "of a difference).") in lines
     assert lines[-1].startswith("test: one image is 25.0 accuracy points;") and "±49 points" in lines[-1]
 
 

@@ -253,11 +253,16 @@ def test_what_the_number_is_says_the_weights_size_positions_epochs_and_class_spl
     train.save_checkpoint(path, models.build_resnet18(2), meta={"classes": ["cat", "dog"], "source": "two pets",
                                                                 "resolution": 32})
     model = models.build_resnet18(3, weights=path)
-    ev = train.Evaluation(loss=1.0, accuracy=0.5, per_class_accuracy=torch.tensor([0.9, 0.5, 0.2]))
-    said = pipeline.what_the_number_is(model, ev, ["cat", "dog", "frog"], input_size=32, epochs=3, best_epoch=2)
-    assert "checkpoint source.pt (learnt on two pets, at 32 px)" in said
+    confusion = torch.diag(torch.tensor([90, 50, 20])) + torch.tensor([[0, 10, 0], [0, 0, 50], [80, 0, 0]])
+    ev = train.Evaluation(loss=1.0, accuracy=0.53, per_class_accuracy=torch.tensor([0.9, 0.5, 0.2]), confusion=confusion)
+    said = pipeline.what_the_number_is(model, ev, ["cat", "dog", "frog"], input_size=32, epochs=3, best_epoch=2,
+                                       budget_bound=True)
+    assert "weights: checkpoint source.pt, learnt on cat, dog at 32 px" in said
     assert "32 px, which leaves layer4 1x1 position(s)" in said  # 32 / 32: ResNet18 halves the side five times
-    assert "3 epoch(s)" in said and "epoch 2" in said
-    assert "(cat, dog): 70.0% on average; the 1 new ones: 20.0%: the classes it was pretrained on kept a lead" in said
-    assert "4x4 position(s)" in pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=128, epochs=1,
-                                                             best_epoch=1)
+    assert "3 epoch(s) of full fine-tuning, as many as the time budget allowed; the best on validation was epoch 2" in said
+    # 70% on 200 images against 20% on 100: 2 * sqrt(0.7 * 0.3 * (1/200 + 1/100)) = 11.2 points of noise
+    assert ("(cat, dog): 70.0% on average; the 1 new ones: 20.0%; 50.0 points apart, beyond the noise of a difference "
+            "(±11.2): the pretrained classes scored higher here") in said
+    again = pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=128, epochs=1, best_epoch=1,
+                                        budget_bound=False)
+    assert "4x4 position(s)" in again and "the recipe's" in again

@@ -162,35 +162,32 @@ def plot_projection(points, labels, classes, title: str | None = None):
     return fig
 
 
-def plot_accuracy_vs_labels(rows: list[dict], title: str | None = None):
-    """Validation accuracy against the label budget, one line per strategy; diverged runs are left out."""
+def _accuracy_lines(rows: list[dict], series: str, x: str, xlabel: str, styles=("o-",)):
+    """Validation accuracy against `x` on a log axis, one line per value of `series` (styles in turn); diverged runs
+    (val_acc None) left out. Returns (fig, ax) for the caller to finish."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in dict.fromkeys(r["strategy"] for r in rows):
-        mine = sorted((r for r in rows if r["strategy"] == name and r["val_acc"] is not None),
-                      key=lambda r: r["labels_per_class"])
-        ax.plot([r["labels_per_class"] for r in mine], [100 * r["val_acc"] for r in mine], "o-", label=name)
+    for style, name in zip(styles * len(rows), dict.fromkeys(r[series] for r in rows)):
+        mine = sorted((r for r in rows if r[series] == name and r["val_acc"] is not None), key=lambda r: r[x])
+        ax.plot([r[x] for r in mine], [100 * r["val_acc"] for r in mine], style, label=name)
     ax.set_xscale("log")
     ax.minorticks_off()
-    xs = sorted({r["labels_per_class"] for r in rows})
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_xlabel("training labels per class (and as many validation labels)"), ax.set_ylabel("validation accuracy (%)")
+    xs = sorted({r[x] for r in rows})
+    ax.set_xticks(xs, [str(v) for v in xs])
+    ax.set_xlabel(xlabel), ax.set_ylabel("validation accuracy (%)")
+    return fig, ax
+
+
+def plot_accuracy_vs_labels(rows: list[dict], title: str | None = None):
+    """Validation accuracy against the label budget, one line per strategy; diverged runs are left out."""
+    fig, ax = _accuracy_lines(rows, "strategy", "labels_per_class", "training labels per class (and as many validation labels)")
     return _finish(fig, ax, title)
 
 
 def plot_probe_by_size(rows: list[dict], chance: float, title: str | None = None):
     """Linear-probe validation accuracy against input size, one line per source of weights, each with its own
     marker and line style (not colour alone); chance as a dotted line; diverged probes left out."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    styles = ("o-", "s--", "^-.", "D:")
-    for style, name in zip(styles * 3, dict.fromkeys(r["source"] for r in rows)):
-        mine = sorted((r for r in rows if r["source"] == name and r["val_acc"] is not None), key=lambda r: r["size"])
-        ax.plot([r["size"] for r in mine], [100 * r["val_acc"] for r in mine], style, label=name)
+    fig, ax = _accuracy_lines(rows, "source", "size", "input size (pixels a side)", styles=("o-", "s--", "^-.", "D:"))
     ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label="chance")
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    xs = sorted({r["size"] for r in rows})
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_xlabel("input size (pixels a side)"), ax.set_ylabel("validation accuracy (%)")
     return _finish(fig, ax, title)
 
 

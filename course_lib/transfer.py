@@ -288,15 +288,21 @@ def gains_over_scratch(rows: list[dict], spread: dict[str, list], labels_per_cla
     return out
 
 
+def accuracy_grid(rows: list[dict], down: str, across: str, title: str, unit: str, widths=(22, 18)) -> str:
+    """Validation accuracies as aligned text: one line per value of `down` (in first-seen order), one column per
+    value of `across` (sorted, headed with `unit`); a blank where a pair did not run, "diverged" where it diverged."""
+    columns = sorted({r[across] for r in rows})
+    acc = {(r[down], r[across]): r["val_acc"] for r in rows}
+    first, rest = widths
+    lines = [f"{title:<{first}}" + "".join(f"{f'{c} {unit}':>{rest}}" for c in columns)]
+    lines += [f"{name:<{first}}" + "".join(f"{_percent(acc[(name, c)]) if (name, c) in acc else '':>{rest}}" for c in columns)
+              for name in dict.fromkeys(r[down] for r in rows)]
+    return "\n".join(lines)
+
+
 def results_table(rows: list[dict]) -> str:
     """Validation accuracy per strategy (rows) and label budget (columns), as aligned text."""
-    labels = sorted({r["labels_per_class"] for r in rows})
-    names = list(dict.fromkeys(r["strategy"] for r in rows))
-    acc = {(r["strategy"], r["labels_per_class"]): r["val_acc"] for r in rows}
-    lines = [f"{'validation accuracy':<22}" + "".join(f"{str(n) + ' labels/class':>18}" for n in labels)]
-    for name in names:
-        lines.append(f"{name:<22}" + "".join(f"{_percent(acc[(name, n)]):>18}" for n in labels))
-    return "\n".join(lines)
+    return accuracy_grid(rows, "strategy", "labels_per_class", "validation accuracy", "labels/class")
 
 
 def best_strategy(rows: list[dict], labels_per_class: int) -> dict:
@@ -407,13 +413,7 @@ def probe_by_size(train_data: data.ImageData, val_data: data.ImageData, sources:
 
 def probe_table(rows: list[dict]) -> str:
     """probe_by_size's rows as a table: sources down, sizes across."""
-    sizes = sorted({r["size"] for r in rows})
-    names = list(dict.fromkeys(r["source"] for r in rows))
-    acc = {(r["source"], r["size"]): r["val_acc"] for r in rows}
-    lines = [f"{'linear probe, validation':<34}" + "".join(f"{str(s) + ' px':>9}" for s in sizes)]
-    lines += [f"{name:<34}" + "".join(f"{_percent(acc.get((name, s))):>9}" if (name, s) in acc else f"{'':>9}"
-                                      for s in sizes) for name in names]
-    return "\n".join(lines)
+    return accuracy_grid(rows, "source", "size", "linear probe, validation", "px", widths=(34, 9))
 
 
 # ---------------------------------------------------------------------------------- BatchNorm trap

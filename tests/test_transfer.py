@@ -252,3 +252,20 @@ def test_probe_by_size_gives_one_row_per_source_and_size(splits, weights):
     table = transfer.probe_table(rows)
     header, *lines = table.splitlines()
     assert header.index("16 px") < header.index("24 px") and [line.split()[0] for line in lines] == ["source", "random"]
+
+
+def test_accuracy_plots_draw_a_line_per_series_without_diverged_runs():
+    from course_lib import plots
+
+    rows = [{"source": "a", "size": 32, "val_acc": 0.5}, {"source": "a", "size": 64, "val_acc": 0.7},
+            {"source": "b", "size": 32, "val_acc": None}, {"source": "b", "size": 64, "val_acc": 0.4}]
+    ax = plots.plot_probe_by_size(rows, chance=0.25).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["a"].get_ydata()) == [50, 70] and list(lines["b"].get_xdata()) == [64]
+    assert lines["a"].get_linestyle() != lines["b"].get_linestyle() and lines["a"].get_marker() != lines["b"].get_marker()
+    assert list(lines["chance"].get_ydata()) == [25, 25]
+    strategies = [{"strategy": "x", "labels_per_class": n, "val_acc": v} for n, v in ((10, 0.3), (50, 0.6))]
+    assert list(plots.plot_accuracy_vs_labels(strategies).axes[0].get_lines()[0].get_ydata()) == [30, 60]
+    assert transfer.results_table(strategies).splitlines() == [  # a 22-wide first column, then 18-wide ones
+        "validation accuracy" + " " * 6 + "10 labels/class" + " " * 3 + "50 labels/class",
+        "x" + " " * 34 + "30.0%" + " " * 13 + "60.0%"]

@@ -41,9 +41,10 @@ def test_honest_records_stay_within_bounds():
     assert judging.within_bounds(record, checks.GRADED["check_gd_step"].max_items) is None
 
 
-def test_a_judge_past_its_time_limit_fails_and_the_next_one_still_runs():
+def test_a_judge_past_its_time_limit_fails_and_the_next_one_still_runs(monkeypatch):
     record = checks.as_record(checks.probe_gd_step(lambda t, g, lr: t - lr * g))
-    stalled = judging.judge("check_gd_step", record, {"seed": 0}, 1000, seconds=0.001)  # a fresh worker: not in 1 ms
+    monkeypatch.setattr(judging, "_idle", [])  # no warm worker left by an earlier test: a fresh one starts a Python
+    stalled = judging.judge("check_gd_step", record, {"seed": 0}, 1000, seconds=0.001)  # which takes far over 1 ms
     assert stalled == "judging this record took longer than 0.001 s"
     assert judging.judge("check_gd_step", record, {"seed": 0}, 1000) is None
     wrong = checks.as_record(checks.probe_gd_step(lambda t, g, lr: t + lr * g))

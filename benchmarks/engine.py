@@ -3,7 +3,7 @@
     python benchmarks/engine.py            # CIFAR-10 from the data dir (or COURSE_CIFAR10)
     python benchmarks/engine.py --quick    # fewer images per measurement: a smoke run, not reference figures
 
-Writes benchmarks/results/engine.md (--out), which the README quotes verbatim. Every timing is the median of
+Writes benchmarks/results/engine.md (--out), which benchmarks/README.md quotes verbatim. Every timing is the median of
 ROUNDS interleaved rounds with its min–max, because a small CPU's timings wander by ~10% between runs; ratios
 are taken within a round, so both sides met the same load. A benchmark, not a test: nothing here asserts;
 the targets are printed beside the numbers.

@@ -1,6 +1,6 @@
 """Times every lesson end to end in normal mode, as a learner meets it: a fresh kernel, top to bottom, with
 the exercises solved (the sources), after a separately timed one-off pretraining of the course's source
-model. Writes benchmarks/results/lesson_times.md, which the README quotes verbatim.
+model. Writes benchmarks/results/lesson_times.md, which benchmarks/README.md quotes verbatim.
 
     python benchmarks/lesson_times.py [--lessons 01_gradient_descent ...] [--threads N] [--keep DIR]
 

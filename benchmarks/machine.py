@@ -1,5 +1,5 @@
 """The header line every file in benchmarks/results/ starts with: how it was run, when, and on what, so a
-figure copied into the README never loses the machine that produced it."""
+figure quoted in the documentation (benchmarks/README.md) never loses the machine that produced it."""
 from __future__ import annotations
 
 import os

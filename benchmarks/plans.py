@@ -1,6 +1,6 @@
 """What lessons 2 and 3 would plan on this machine, for the course's source model and for torchvision's
 ImageNet weights (the path most learners with internet take, whose accuracy no CI here can measure).
-Writes benchmarks/results/plans.md, which the README quotes verbatim.
+Writes benchmarks/results/plans.md, which benchmarks/README.md quotes verbatim.
 
     python benchmarks/plans.py [--threads N]
 

@@ -290,7 +290,7 @@ _RISKY_MODULES = {"os", "sys", "subprocess", "ctypes", "importlib", "builtins", 
 
 
 # course_lib functions that do what an exercise asks: the lessons use them, so the library keeps them, and an
-# answer that calls one is pointed out to the instructor (the README's "library twins")
+# answer that calls one is pointed out to the instructor (docs/instructors.md, "Library twins")
 LIBRARY_TWINS = {"numerical_grad": {"finite_difference_grad"}, "train_linear": {"linreg_torch", "linreg_by_hand"},
                  "count_trainable": {"trainable_parameters", "parameter_counts"}, "head_groups": {"param_groups"},
                  "discriminative_groups": {"param_groups"}, "freeze_by_hand": {"freeze"},

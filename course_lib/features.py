@@ -51,7 +51,7 @@ def extract_features(model: nn.Module, data: ImageData, upto: str = "layer4", *,
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else config.get_device()
-    autocast, _ = autocast_for(device, inference=True)
+    autocast, _ = autocast_for(device)
     precision = "fp32" if isinstance(autocast, nullcontext) else str(autocast.fast_dtype).removeprefix("torch.")
     key = feature_key(model, data, upto, size, normalize, precision) if cache else None
     path = config.data_dir() / "cache" / "features" / f"{upto}-{key}.pt" if cache else None

@@ -93,7 +93,7 @@ def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, bool]:
     return model, channels_last
 
 
-CPU_BF16_ENV = "COURSE_CPU_BF16"  # 1 or 0 forces bf16 feature extraction on the CPU on or off; unset: timed
+CPU_BF16_ENV = "COURSE_CPU_BF16"  # 1 or 0 forces bf16 autocast on the CPU on or off; unset: timed
 
 
 @functools.cache
@@ -119,13 +119,13 @@ def cpu_bf16_faster() -> bool:
     return best_of(True) < 0.8 * best_of(False)
 
 
-def autocast_for(device: torch.device, enabled: bool = True, *, inference: bool = False):
-    """(autocast context, GradScaler or None): bf16 on GPUs that have it, fp16 + scaler otherwise. On a CPU,
-    bf16 for `inference` (feature extraction) where cpu_bf16_faster(), else off: training stays fp32 on CPUs."""
-    if enabled and inference and device.type == "cpu" and cpu_bf16_faster():
-        return torch.autocast("cpu", dtype=torch.bfloat16), None
-    if not enabled or device.type != "cuda":
+def autocast_for(device: torch.device, enabled: bool = True):
+    """(autocast context, GradScaler or None): bf16 on GPUs that have it, fp16 + scaler otherwise; on a CPU,
+    bf16 where cpu_bf16_faster() (training, evaluation and feature extraction alike), else fp32."""
+    if not enabled or device.type not in ("cpu", "cuda"):
         return nullcontext(), None
+    if device.type == "cpu":
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16_faster() else nullcontext()), None
     if torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16), None
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")

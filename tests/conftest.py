@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib import config, data
+from course_lib import config, data, train
 
 os.environ[config.OFFLINE_ENV] = "1"
+# fp32 on the CPU unless a test asks for bf16: whether bf16 is faster is timed per process, and a loaded machine could
+# answer differently in two processes whose numbers a test compares (bf16: tests/test_train.py)
+os.environ.setdefault(train.CPU_BF16_ENV, "0")
 torch.set_num_threads(config.torch_threads())  # course.py test shares the cores out between xdist workers
 
 SHARED_CIFAR10 = config.PROJECT_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

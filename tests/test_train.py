@@ -397,4 +397,31 @@ def test_bf16_features_on_the_cpu_are_fp32_ones_within_bf16_precision_and_cached
     train.cpu_bf16_faster.cache_clear()
     assert not torch.equal(full, half)  # a cache key of its own: not the fp32 features recalled
     assert half.dtype == torch.float32 and (half - full).abs().max() <= 0.05 * full.abs().max()
-    assert train.autocast_for(torch.device("cpu"))[0].__class__.__name__ == "nullcontext"  # training stays fp32
+
+
+def test_training_on_the_cpu_in_bf16_keeps_fp32_weights_and_learns_like_fp32(toy, monkeypatch):
+    """bf16 autocast where the CPU has bf16 instructions: the forward pass in bf16, weights and optimizer in fp32."""
+    x, y = next(iter(data.Batches(toy.train, 16)))
+    losses, grads, runs = {}, {}, {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(train.CPU_BF16_ENV, flag)
+        train.cpu_bf16_faster.cache_clear()
+        context = train.autocast_for(torch.device("cpu"))[0]
+        assert (context.__class__.__name__ == "nullcontext") == (flag == "0")
+        assert train.autocast_for(torch.device("cpu"), enabled=False)[0].__class__.__name__ == "nullcontext"
+        model = small_model().train()
+        with context:
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        losses[flag], grads[flag] = loss.item(), model.fc.weight.grad.clone()
+        model = small_model()
+        runs[flag] = train.fit(model, batches(toy.train), batches(toy.test, shuffle=False), epochs=6, lr=0.02,
+                               device="cpu", progress=False)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}  # the weights stay fp32
+    train.cpu_bf16_faster.cache_clear()
+    # one step: the same loss and gradient within bf16's 8-bit mantissa, and not bit-equal (bf16 did run)
+    assert losses["1"] == pytest.approx(losses["0"], rel=0.03) and losses["1"] != losses["0"]
+    assert (grads["1"] - grads["0"]).norm() < 0.1 * grads["0"].norm()
+    for flag, history in runs.items():  # a whole run learns the toy task either way
+        assert history.diverged is None and history["train_loss"][-1] < history["train_loss"][0], flag
+        assert max(history["val_acc"]) >= 0.75, (flag, history["val_acc"])

@@ -49,12 +49,13 @@ def main() -> int:
         start = time.perf_counter()
         costs = pipeline.resolution_costs((32, 64, 128, 224), n_images=len(train_set), images=train_set, device=device)
         work = pipeline.LessonWork(n_train=len(train_set), n_val=len(val_set), n_test=len(splits.test),
-                                   sweep_images=80 * 128, leak_train_images=5 * 1000, leak_eval_images=3000)
+                                   sweep_images=80 * 128, leak_train_images=5 * 1000, leak_eval_images=3000,
+                                   trial_images=4 * 60 * 128, trial_eval_images=4 * len(val_set))  # as lesson 3's
         smallest = min(costs, key=lambda r: r["size"])
         epoch_costs = [dict(r, epoch_seconds=work.epoch_seconds(r)) for r in costs]  # as lesson 3 counts an epoch
-        size = pipeline.largest_size_within(epoch_costs, 900 - work.rest_seconds(smallest), 12) or smallest["size"]
+        size = pipeline.largest_size_within(epoch_costs, 900 - work.rest_seconds(smallest), 16) or smallest["size"]
         plan = pipeline.plan_fine_tuning(next(r for r in costs if r["size"] == size), work, 900,
-                                         time.perf_counter() - start, max_epochs=12)
+                                         time.perf_counter() - start, max_epochs=16)
         rows.append(("03_cifar10_resnet18, either weights", f"{size} px", plan))
     lines = [header(device, config.torch_threads()) + "; lesson 3's row is its first plan, from section 2's timed "
              "steps, which the lesson revises after its rate sweep from the sweep's speed and the time it has spent.", "",

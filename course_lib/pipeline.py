@@ -4,6 +4,7 @@ every layer under a one-cycle schedule, discriminative rates optional), mistakes
 """
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,19 +93,22 @@ class LessonWork:
     sweep_images: int  # the learning-rate sweep's training images
     leak_train_images: int  # the leaky-recipe demo's training images (all its epochs)
     leak_eval_images: int
+    trial_images: int = 0  # the short trials' training images (all trials), and their validation passes
+    trial_eval_images: int = 0
 
     def rest_seconds(self, row: dict) -> float:
         """Seconds outside the fine-tuning epochs at a resolution_costs row's speed: the head warm-up's
         feature pass over training and validation images, the rate sweep, the source model's normalization
-        check (half the validation images, twice), the test evaluation and the leaky-recipe demo."""
-        return budget.training_seconds(self.sweep_images + self.leak_train_images,
-                                       self.n_train + 2 * self.n_val + self.n_test + self.leak_eval_images,
-                                       row["images_per_s"])
+        check (half the validation images, twice), the short trials, the test evaluation and the leaky-recipe demo."""
+        return budget.training_seconds(self.sweep_images + self.trial_images + self.leak_train_images,
+                                       self.n_train + 2 * self.n_val + self.n_test + self.trial_eval_images
+                                       + self.leak_eval_images, row["images_per_s"])
 
     def after_sweep_seconds(self, row: dict) -> float:
-        """What rest_seconds still has to come once the warm-up and the sweep have run: the test evaluation
-        and the leaky-recipe demo."""
-        return budget.training_seconds(self.leak_train_images, self.n_test + self.leak_eval_images,
+        """What rest_seconds still has to come once the warm-up and the sweep have run: the short trials, the
+        test evaluation and the leaky-recipe demo."""
+        return budget.training_seconds(self.trial_images + self.leak_train_images,
+                                       self.n_test + self.trial_eval_images + self.leak_eval_images,
                                        row["images_per_s"])
 
     def epoch_seconds(self, row: dict) -> float:
@@ -208,6 +212,61 @@ def fine_tune(model: nn.Module, train_data: data.ImageData, val_data: data.Image
                         resume=resume, sync_batchnorm=sync_batchnorm, callback=callback, progress=progress,
                         desc="fine-tuning")
     return warm, history
+
+
+def short_trials(model: nn.Module, train_data: data.ImageData, val_data: data.ImageData, settings, groups_of, *,
+                 steps: int, batch_size: int = 128, normalize="cifar", size=None, device=None,
+                 progress: bool = True) -> list[dict]:
+    """Each (peak_lr, factor) of `settings` trained from the same start (a copy of `model`, left unchanged) for
+    `steps` steps of its own one-cycle schedule, on the same batches, then measured on `val_data`: rows with
+    peak_lr, factor, val_acc (None when the trial diverged) and diverged. `groups_of(model, lr, factor)` builds
+    the parameter groups, e.g. the learner's discriminative_groups. Short runs are a proxy for the long one."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else config.get_device()
+    batches = dict(normalize=normalize, size=size, device=device)
+    rows = []
+    for lr, factor in tqdm(list(settings), desc="short trials", disable=not progress):
+        trial = copy.deepcopy(model)
+        history = train.fit(trial, data.Batches(train_data, batch_size, shuffle=True, augment=True, drop_last=True,
+                                                steps=steps, **batches),
+                            data.Batches(val_data, 500, **batches), epochs=1, lr=lr,
+                            groups=without_decay_on_norms(trial, groups_of(trial, lr, factor)), schedule="onecycle",
+                            device=device, progress=False, keep_best=False)
+        rows.append({"peak_lr": lr, "factor": factor, "diverged": history.diverged,
+                     "val_acc": None if history.diverged else history["val_acc"][-1]})
+    return rows
+
+
+def choose_trial(rows: list[dict], n_val: int) -> tuple[dict, str]:
+    """The first row (the default) unless another beat it on validation by more than the noise of a
+    difference on n_val images (then the best of those): a proxy's small lead is not a reason to leave the
+    default. Returns the row and a sentence saying why."""
+    default = rows[0]
+    finished = [r for r in rows if r["val_acc"] is not None]
+    if default["val_acc"] is None:
+        if not finished:
+            raise RuntimeError("every short trial diverged: lower the peak learning rate in section 4")
+        best = max(finished, key=lambda r: r["val_acc"])
+        return best, (f"the default diverged; the best trial on validation is kept: peak {best['peak_lr']:.3g}, "
+                      f"factor {best['factor']:g}")
+    noise = train.difference_noise(default["val_acc"], n_val)
+    best = max(finished, key=lambda r: r["val_acc"])
+    lead = best["val_acc"] - default["val_acc"]
+    if best is default or lead <= noise:
+        return default, (f"kept the default (peak {default['peak_lr']:.3g}, factor {default['factor']:g}): no trial "
+                         f"beat it by more than the noise of a difference (±{100 * noise:.1f} points on {n_val:,} "
+                         f"validation images)" + ("" if best is default else
+                                                 f"; the best led by {100 * lead:.1f}, within it"))
+    return best, (f"chose peak {best['peak_lr']:.3g}, factor {best['factor']:g}: {100 * lead:.1f} points above the "
+                  f"default on validation, beyond the noise of a difference (±{100 * noise:.1f} on {n_val:,} images)")
+
+
+def trials_table(rows: list[dict]) -> str:
+    """One line per short trial: its peak rate, factor and validation accuracy (or how it diverged)."""
+    return "\n".join(f"peak {r['peak_lr']:<7.3g} factor {r['factor']:<4g} "
+                     + (f"validation {100 * r['val_acc']:5.1f}%" if r["val_acc"] is not None else f"{r['diverged']}")
+                     for r in rows)
 
 
 def describe_rates(model: nn.Module, groups: list[dict]) -> str:

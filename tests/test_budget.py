@@ -123,3 +123,15 @@ def test_lesson2_takes_the_largest_size_where_the_recipe_fits_and_measures_no_fu
     size, plan = transfer.choose_input_size(None, "imagenet", (10,), spent=lambda: 5.0, max_epochs=15,
                                             sizes=(128, 224))
     assert (size, plan.epochs, planned) == (128, 6, [128])  # none fits: the smallest, and nothing larger measured
+
+
+def test_lesson3_budgets_its_short_trials_before_and_after_the_sweep():
+    work = pipeline.LessonWork(n_train=45_000, n_val=5_000, n_test=10_000, sweep_images=10_240,
+                               leak_train_images=5_000, leak_eval_images=3_000, trial_images=30_720,
+                               trial_eval_images=20_000)
+    # four trials of 60 steps of 128 images, four validation passes: at 300 images/s (evaluation 6x faster)
+    # (5,000 + 30,720) / 300 + (13,000 + 20,000) / 1,800 = 119.07 + 18.33 = 137.4 s still to come after the sweep
+    assert work.after_sweep_seconds({"images_per_s": 300.0}) == pytest.approx(137.40, abs=0.01)
+    # before it, also the sweep and the warm-up's passes: (10,240 + 30,720 + 5,000) / 200
+    # + (45,000 + 10,000 + 10,000 + 20,000 + 3,000) / 1,200 = 229.8 + 73.33 = 303.1 s
+    assert work.rest_seconds({"images_per_s": 200.0}) == pytest.approx(303.13, abs=0.01)

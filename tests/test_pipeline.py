@@ -266,3 +266,46 @@ def test_what_the_number_is_says_the_weights_size_positions_epochs_and_class_spl
     again = pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=128, epochs=1, best_epoch=1,
                                         budget_bound=False)
     assert "4x4 position(s)" in again and "the recipe's" in again
+
+
+def _trial(lr, factor, acc):
+    return {"peak_lr": lr, "factor": factor, "val_acc": acc, "diverged": None if acc is not None else "diverged"}
+
+
+def test_choose_trial_keeps_the_default_unless_beaten_beyond_the_noise():
+    # the noise of a difference at 70% on 5,000 images: 2 x sqrt(0.7 x 0.3 x 2 / 5,000) = 1.83 points
+    rows = [_trial(0.05, 1.0, 0.70), _trial(0.0125, 1.0, 0.66), _trial(0.2, 1.0, None), _trial(0.05, 0.5, 0.715)]
+    chosen, why = pipeline.choose_trial(rows, n_val=5000)
+    assert chosen is rows[0] and "kept the default" in why and "±1.8" in why and "led by 1.5" in why
+    rows[3]["val_acc"] = 0.72  # 2.0 points ahead: beyond it
+    chosen, why = pipeline.choose_trial(rows, n_val=5000)
+    assert chosen is rows[3] and why.startswith("chose peak 0.05, factor 0.5: 2.0 points above the default")
+    chosen, _ = pipeline.choose_trial(rows, n_val=500)  # on 500 images the noise is 5.8 points: the default stays
+    assert chosen is rows[0]
+    rows[0] = _trial(0.05, 1.0, None)  # the default diverged: the best of the rest
+    chosen, why = pipeline.choose_trial(rows, n_val=5000)
+    assert chosen is rows[3] and why.startswith("the default diverged")
+    with pytest.raises(RuntimeError, match="every short trial diverged"):
+        pipeline.choose_trial([_trial(0.05, 1.0, None), _trial(0.2, 1.0, None)], n_val=5000)
+
+
+def test_short_trials_train_copies_with_the_given_groups_and_leave_the_model_alone():
+    splits = data.synthetic_splits(n_train=32, n_test=16, num_classes=2)
+    model = models.build_resnet18(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    asked = []
+
+    def groups_of(m, lr, factor):
+        asked.append((m is model, lr, factor))
+        return [{"params": list(m.fc.parameters()), "lr": lr},
+                {"params": [p for n, p in m.named_parameters() if not n.startswith("fc.")], "lr": lr * factor}]
+
+    rows = pipeline.short_trials(model, splits.train, splits.test, [(0.05, 1.0), (0.05, 0.0), (1e6, 1.0)], groups_of,
+                                 steps=3, batch_size=8, device="cpu", progress=False)
+    assert [(r["peak_lr"], r["factor"]) for r in rows] == [(0.05, 1.0), (0.05, 0.0), (1e6, 1.0)]
+    assert asked == [(False, 0.05, 1.0), (False, 0.05, 0.0), (False, 1e6, 1.0)]  # each a copy of the model
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(0 <= r["val_acc"] <= 1 and r["diverged"] is None for r in rows[:2])
+    assert rows[2]["val_acc"] is None and rows[2]["diverged"]  # a rate of a million diverges, and says so
+    table = pipeline.trials_table(rows).splitlines()
+    assert len(table) == 3 and "validation" in table[0] and "%" in table[0] and "validation" not in table[2]

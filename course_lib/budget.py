@@ -13,6 +13,16 @@ from dataclasses import dataclass
 # it trained; 6 errs towards planning fewer epochs, not more.
 EVAL_SPEEDUP = 6
 
+# A margin on the planned time of a training epoch, against the machine's speed wandering. Planned from lesson 3's
+# section 2 dozen timed steps alone (with 1.2 here then), its normal-mode epochs on a 2-core CPU took 1.2x the
+# plan in one run and 0.73x in another (2026-11-29): a few steps on a shared CPU are noise. Lesson 3 now revises
+# its plan from the learning-rate sweep's tens of steps, after which fit's epochs took about what those steps
+# predict: only a small margin is left.
+FIT_OVERHEAD = 1.05
+# Lesson 2 plans once, from a few timed steps per strategy, and never revises: with other processes on the
+# machine its runs took 1.12x the plan and the lesson 10.8 of its 10 minutes (2026-12-02). Its margin is larger.
+UNREVISED_PLAN_OVERHEAD = 1.12
+
 
 class Clock:
     """Seconds since the clock was made: a lesson makes one in its first cell, so that a plan made later

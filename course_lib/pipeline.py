@@ -75,14 +75,6 @@ def largest_size_within(costs: list[dict], budget_seconds: float, epochs: int) -
     return max(fitting) if fitting else None
 
 
-# A margin on the planned time of a fine-tuning epoch, against the machine's speed wandering. Planned from
-# section 2's dozen timed steps alone (with 1.2 here then), lesson 3's normal-mode epochs on a 2-core CPU took
-# 1.2x the plan in one run and 0.73x in another (2026-11-29): a few steps on a shared CPU are noise. The plan is
-# now revised from the learning-rate sweep's tens of steps, and in the runs since, fit's epochs took about what
-# those steps alone predict: no overhead to speak of, so only a small margin is left.
-FIT_OVERHEAD = 1.05
-
-
 @dataclass(frozen=True)
 class LessonWork:
     """What lesson 3 trains on and evaluates besides its fine-tuning epochs, so a plan can budget for it."""
@@ -112,8 +104,8 @@ class LessonWork:
                                        row["images_per_s"])
 
     def epoch_seconds(self, row: dict) -> float:
-        """One fine-tuning epoch with its validation, at a resolution_costs row's speed, FIT_OVERHEAD included."""
-        return budget.training_seconds(self.n_train * FIT_OVERHEAD, self.n_val, row["images_per_s"])
+        """One fine-tuning epoch with its validation, at a resolution_costs row's speed, budget.FIT_OVERHEAD included."""
+        return budget.training_seconds(self.n_train * budget.FIT_OVERHEAD, self.n_val, row["images_per_s"])
 
 
 def plan_fine_tuning(row: dict, work: LessonWork, budget_seconds: float, spent_seconds: float, *,

@@ -211,16 +211,19 @@ def plan_lesson(splits: data.Splits, weights, labels_per_class, *, budget_second
     """Lesson 2's epochs (every strategy at every label budget, the seed spread of two strategies at the
     smallest budget, and the freeze sweep over six depths at half the epochs), planned from speeds measured
     here so that the lesson fits `budget_seconds`. Its fixed work (the BatchNorm trap, the learner's own loop,
-    the test measurements: `test_images` evaluated in all) is estimated at the same speeds and budgeted too."""
+    the test measurements: `test_images` evaluated in all) is estimated at the same speeds and budgeted too; all
+    of it with budget.UNREVISED_PLAN_OVERHEAD, since this plan is made once and never revised."""
     tasks = {n: make_task(splits, weights, n, size=size) for n in labels_per_class}
     fewest = tasks[min(labels_per_class)]
     speeds = strategy_speeds(fewest, device)
     per_epoch = sum(strategy_epoch_seconds(name, t, speeds) for t in tasks.values() for name in STRATEGIES)
     full = strategy_epoch_seconds("fine-tune all", fewest, speeds)
     per_epoch += 2 * seeds * full + 6 * full / 2  # the seed spread, the freeze sweep
+    per_epoch *= budget.UNREVISED_PLAN_OVERHEAD
     epoch_images = epoch_steps() * BATCH_SIZE
-    fixed = (2 * trap_epochs * epoch_images / speeds["head"] + learner_epochs * epoch_images / speeds["layer4"]
-             + budget.training_seconds(0, test_images, speeds["all"]))
+    fixed = budget.UNREVISED_PLAN_OVERHEAD * (
+        2 * trap_epochs * epoch_images / speeds["head"] + learner_epochs * epoch_images / speeds["layer4"]
+        + budget.training_seconds(0, test_images, speeds["all"]))
     return budget.plan_epochs("each of this lesson's training runs", per_epoch, budget_seconds, max_epochs=max_epochs,
                               other_seconds=spent_seconds + fixed, per_epoch="one epoch of all of them together")
 

@@ -54,7 +54,7 @@ def test_lesson3_plan_budgets_the_whole_lesson():
     row = {"size": 32, "images_per_s": 200.0}
     # an epoch: 1.05 x 45,000 / 200 + 5,000 / 1,200 = 240.4 s; the rest: (10,240 + 5,000) / 200 + (45,000 + 10,000
     # + 10,000 + 3,000) / 1,200 = 76.2 + 56.7 = 132.9 s
-    assert pipeline.FIT_OVERHEAD == 1.05
+    assert budget.FIT_OVERHEAD == 1.05
     assert work.epoch_seconds(row) == pytest.approx(240.42, abs=0.01)
     assert work.rest_seconds(row) == pytest.approx(132.87, abs=0.01)
     plan = pipeline.plan_fine_tuning(row, work, 900.0, 60.0, max_epochs=12)
@@ -135,3 +135,24 @@ def test_lesson3_budgets_its_short_trials_before_and_after_the_sweep():
     # before it, also the sweep and the warm-up's passes: (10,240 + 30,720 + 5,000) / 200
     # + (45,000 + 10,000 + 10,000 + 20,000 + 3,000) / 1,200 = 229.8 + 73.33 = 303.1 s
     assert work.rest_seconds({"images_per_s": 200.0}) == pytest.approx(303.13, abs=0.01)
+
+
+def test_lesson2_plans_with_the_margin_of_a_plan_made_once(monkeypatch):
+    """Lesson 2 never revises its plan: every estimate carries budget.UNREVISED_PLAN_OVERHEAD."""
+    monkeypatch.setattr(transfer, "make_task", lambda splits, weights, n, size=None: n)
+    monkeypatch.setattr(transfer, "strategy_speeds", lambda task, device: {"all": 100.0, "layer4": 200.0, "head": 1000.0})
+    monkeypatch.setattr(transfer, "strategy_epoch_seconds", lambda name, task, speeds: 1.0)  # 1 s per strategy epoch
+    monkeypatch.setattr(transfer, "epoch_steps", lambda: 10)
+    plan = transfer.plan_lesson(None, None, (10, 50), budget_seconds=600, spent_seconds=60, max_epochs=15,
+                                trap_epochs=2, learner_epochs=3, test_images=600)
+    # an epoch: 2 budgets x 6 strategies x 1 s + seed spread 2 x 3 x 1 s + freeze sweep 6 x 1 / 2 s = 21 s, x 1.12
+    assert plan.epoch_seconds == pytest.approx(21 * 1.12)
+    # fixed work, with BATCH_SIZE images a step: trap 2 x 2 epochs at 1,000/s, the learner's 3 epochs at 200/s,
+    # 600 test images evaluated at 6 x 100/s; x 1.12, after the 60 s already spent
+    images = 10 * transfer.BATCH_SIZE
+    fixed = 2 * 2 * images / 1000 + 3 * images / 200 + 600 / 600
+    assert plan.other_seconds == pytest.approx(60 + 1.12 * fixed)
+    assert plan.epochs == 15  # (600 - 71.8) / 23.5 = 22 fit: the recipe's 15 are planned
+    tight = transfer.plan_lesson(None, None, (10, 50), budget_seconds=300, spent_seconds=60, max_epochs=15,
+                                 trap_epochs=2, learner_epochs=3, test_images=600)
+    assert tight.epochs == 9  # (300 - 71.8) / 23.52 = 9.7; without the margin (300 - 70.5) / 21 = 10.9 would plan 10

@@ -117,6 +117,31 @@ def plan_fine_tuning(row: dict, work: LessonWork, budget_seconds: float, spent_s
                               max_epochs=max_epochs, other_seconds=spent_seconds + work.rest_seconds(row))
 
 
+def plan_size_and_epochs(resolution_table: list[dict], work: LessonWork, budget_seconds: float,
+                         spent_seconds: float, *, max_epochs: int, pick) -> tuple[int, budget.Plan, str]:
+    """Section 2's plan: `pick(costs, seconds, epochs)` (the learner's pick_resolution) chooses among the
+    measured sizes the largest at which max_epochs fit what the budget leaves after the rest of the lesson's
+    work (an epoch counted as the plan counts it); the smallest when none does; then as many epochs as fit at
+    that size. Returns (size, plan, what to print)."""
+    smallest = min(resolution_table, key=lambda r: r["size"])
+    seconds_for_epochs = budget_seconds - spent_seconds - work.rest_seconds(smallest)
+    measured = [r["size"] for r in resolution_table]
+    affordable = pick([dict(r, epoch_seconds=work.epoch_seconds(r)) for r in resolution_table], seconds_for_epochs,
+                      max_epochs)
+    if affordable is not None and affordable not in measured:
+        raise ValueError(f"pick_resolution returned {affordable!r}, which is not one of the measured sizes {measured}")
+    size = smallest["size"] if affordable is None else affordable
+    plan = plan_fine_tuning(next(r for r in resolution_table if r["size"] == size), work, budget_seconds,
+                            spent_seconds, max_epochs=max_epochs)
+    said = (f"{spent_seconds / 60:.1f} of the lesson's {budget_seconds / 60:g} minutes spent; about "
+            f"{seconds_for_epochs / 60:.0f} min are left for fine-tuning epochs. "
+            + (f"The recipe's {max_epochs} epoch(s) fit at {size} px at most: this notebook trains at it."
+               if affordable is not None else
+               f"The recipe's {max_epochs} epoch(s) fit at none of the measured sizes: this notebook trains at the "
+               f"smallest, {size} px, for as many epochs as fit."))
+    return size, plan, said + "\n" + plan.describe()
+
+
 def revise_plan_after_sweep(row: dict, finder: train.LRFinder, work: LessonWork, budget_seconds: float,
                             spent_seconds: float, *, max_epochs: int) -> tuple[budget.Plan, str]:
     """The plan again, at the same size, from the speed of the sweep's real training steps (tens of them, a

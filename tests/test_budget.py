@@ -156,3 +156,26 @@ def test_lesson2_plans_with_the_margin_of_a_plan_made_once(monkeypatch):
     tight = transfer.plan_lesson(None, None, (10, 50), budget_seconds=300, spent_seconds=60, max_epochs=15,
                                  trap_epochs=2, learner_epochs=3, test_images=600)
     assert tight.epochs == 9  # (300 - 71.8) / 23.52 = 9.7; without the margin (300 - 70.5) / 21 = 10.9 would plan 10
+
+
+def test_lesson3_one_call_plans_the_size_with_the_learners_pick_and_the_epochs():
+    work = pipeline.LessonWork(n_train=45_000, n_val=5_000, n_test=10_000, sweep_images=10_240,
+                               leak_train_images=5_000, leak_eval_images=3_000)
+    table = [{"size": 64, "images_per_s": 50.0}, {"size": 32, "images_per_s": 200.0}]
+    asked = []
+
+    def pick(costs, seconds, epochs):
+        asked.append((sorted(r["size"] for r in costs), round(seconds, 1), epochs,
+                      [round(r["epoch_seconds"], 1) for r in costs]))
+        return None
+
+    size, plan, said = pipeline.plan_size_and_epochs(table, work, 900.0, 60.0, max_epochs=12, pick=pick)
+    # what the budget leaves for epochs: 900 - 60 - 132.9 (the rest at 32 px) = 707.1 s; an epoch at 64 px:
+    # 1.05 x 45,000 / 50 + 5,000 / 300 = 961.7 s, at 32 px 240.4 s (as the plan counts them)
+    assert asked == [([32, 64], 707.1, 12, [961.7, 240.4])]
+    assert size == 32 and plan.epochs == 2 and plan.what == "fine-tuning at 32 px"
+    assert "fit at none of the measured sizes" in said and plan.describe() in said
+    size, plan, said = pipeline.plan_size_and_epochs(table, work, 900.0, 60.0, max_epochs=12, pick=lambda *a: 64)
+    assert size == 64 and plan.what == "fine-tuning at 64 px" and "fit at 64 px at most" in said
+    with pytest.raises(ValueError, match="not one of the measured sizes"):
+        pipeline.plan_size_and_epochs(table, work, 900.0, 60.0, max_epochs=12, pick=lambda *a: 48)

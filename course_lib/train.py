@@ -484,7 +484,8 @@ def predict(model: nn.Module, files: Iterable[str | Path], classes: list[str], *
     """Classify image files of any size: each is decoded, fitted to `size` (as the training data was),
     resized to the model's `input_size` and normalized like the training batches. Returns top-k (class, p)
     per file; a file that cannot be read gets [] and is named with its problem, so that one bad photo does not
-    cost the others their prediction (a DataError when none can be read)."""
+    cost the others their prediction (a DataError when none can be read). In fp32 on every device, as an
+    exported model predicts: the probabilities a learner reads match those of the file they take away."""
     from .data import Batches, DataError, ImageData, decode_image_file
 
     files, pixels, unreadable = list(files), {}, []
@@ -500,7 +501,7 @@ def predict(model: nn.Module, files: Iterable[str | Path], classes: list[str], *
     images = torch.stack(list(pixels.values()))
     batches = Batches(ImageData(images, torch.zeros(len(images), dtype=torch.long), classes), 64,
                       normalize=normalize, size=input_size)
-    ev = evaluate(model, batches, device=device)
+    ev = evaluate(model, batches, device=device, amp=False)
     out = [[] for _ in files]
     for i, p in zip(pixels, ev.probabilities):
         values, idx = p.topk(min(top, len(classes)))

@@ -68,6 +68,16 @@ def test_summary_names_the_essentials(monkeypatch):
         assert word in text
 
 
+def test_summary_says_whether_the_cpu_trains_in_bf16(monkeypatch):
+    from course_lib import train
+
+    for flag, said in (("1", "autocast on this CPU: bf16"), ("0", "autocast on this CPU: off, fp32")):
+        monkeypatch.setenv(train.CPU_BF16_ENV, flag)
+        train.cpu_bf16_faster.cache_clear()
+        assert said in config.summary(torch.device("cpu"))
+    train.cpu_bf16_faster.cache_clear()
+
+
 def _names(lines):
     out = set()
     for line in lines:

@@ -425,3 +425,16 @@ def test_training_on_the_cpu_in_bf16_keeps_fp32_weights_and_learns_like_fp32(toy
     for flag, history in runs.items():  # a whole run learns the toy task either way
         assert history.diverged is None and history["train_loss"][-1] < history["train_loss"][0], flag
         assert max(history["val_acc"]) >= 0.75, (flag, history["val_acc"])
+
+
+def test_predict_is_fp32_whatever_the_cpu_autocast_so_it_matches_an_exported_model(tmp_path, toy, monkeypatch):
+    from PIL import Image
+    model = small_model()
+    Image.new("RGB", (40, 30), (200, 30, 90)).save(tmp_path / "a.png")
+    said = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(train.CPU_BF16_ENV, flag)
+        train.cpu_bf16_faster.cache_clear()
+        said[flag] = train.predict(model, [tmp_path / "a.png"], toy.train.classes, device="cpu", top=4)
+    train.cpu_bf16_faster.cache_clear()
+    assert said["1"] == said["0"]  # bit for bit: bf16 would move the probabilities in their third digit

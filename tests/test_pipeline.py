@@ -263,9 +263,22 @@ def test_what_the_number_is_says_the_weights_size_positions_epochs_and_class_spl
     # 70% on 200 images against 20% on 100: 2 * sqrt(0.7 * 0.3 * (1/200 + 1/100)) = 11.2 points of noise
     assert ("(cat, dog): 70.0% on average; the 1 new ones: 20.0%; 50.0 points apart, beyond the noise of a difference "
             "(±11.2): the pretrained classes scored higher here") in said
+    assert "the two groups also differ in how hard their classes are" in said
+    assert "at 15x the operations at this size" in said  # counted: 0.556 / 0.037 GFLOPs at 32 px
+    assert ("what would raise it here: weights learnt on more images (ImageNet's), fed at the size they were learnt "
+            "at (224 px: affordable on a GPU); more epochs (the budget, not the recipe, set them).") in said
     again = pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=128, epochs=1, best_epoch=1,
                                         budget_bound=False)
-    assert "4x4 position(s)" in again and "the recipe's" in again
+    assert "4x4 position(s)" in again and "the recipe's" in again and "more epochs" not in again
+    imagenet = train.save_checkpoint(tmp_path / "imagenet.pt", models.build_resnet18(2),
+                                     meta={"classes": [], "source": "ImageNet-1k", "resolution": 224})
+    model = models.build_resnet18(3, weights=tmp_path / "imagenet.pt")
+    at_224 = pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=224, epochs=1, best_epoch=1,
+                                         budget_bound=False)
+    assert "what would raise it here: nothing this run holds back" in at_224
+    at_64 = pipeline.what_the_number_is(model, ev, ["x", "y", "z"], input_size=64, epochs=1, best_epoch=1,
+                                        budget_bound=True)
+    assert "inputs at the size the weights were learnt at (224 px" in at_64 and "more epochs" in at_64
 
 
 def _trial(lr, factor, acc):

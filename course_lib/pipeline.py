@@ -382,7 +382,7 @@ def what_the_number_is(model: nn.Module, ev: train.Evaluation, classes: list[str
         old = sum(acc[c] for c in seen) / len(seen)
         new = sum(acc[c] for c in classes if c not in seen) / (len(classes) - len(seen))
         per_class = int(ev.confusion.sum(1).min()) if ev.confusion is not None else 100
-        noise = train.difference_noise(max(old, new), per_class * len(seen), per_class * (len(classes) - len(seen)))
+        noise = train.difference_noise(old, per_class * len(seen), per_class * (len(classes) - len(seen)), new)
         lines.append(f"classes the weights were pretrained on ({', '.join(seen)}): {100 * old:.1f}% on average; the "
                      f"{len(classes) - len(seen)} new ones: {100 * new:.1f}%; {100 * abs(old - new):.1f} points apart, "
                      + ("within" if abs(old - new) <= noise else "beyond") + f" the noise of a difference (±{100 * noise:.1f})"

@@ -404,12 +404,15 @@ def _sync(device: torch.device):
 
 
 # --------------------------------------------------------------------------------------- evaluate
-def difference_noise(accuracy: float, images: int, other_images: int | None = None) -> float:
-    """Two standard errors of the difference between two accuracies near `accuracy`, measured on `images`
-    and `other_images` (default: as many) images (binomial): a difference smaller than this is within noise.
-    Conservative for two models scored on the same images."""
+def difference_noise(accuracy: float, images: int, other_images: int | None = None,
+                     other_accuracy: float | None = None) -> float:
+    """Two standard errors of the difference between two accuracies, `accuracy` on `images` images and
+    `other_accuracy` (default: the same) on `other_images` (default: as many) images (binomial): a difference
+    smaller than this is within noise. Give both accuracies when both are known: above 50%, the higher one
+    alone understates the noise. Conservative for two models scored on the same images."""
     other_images = other_images or images
-    return 2 * math.sqrt(accuracy * (1 - accuracy) * (1 / images + 1 / other_images))
+    other_accuracy = accuracy if other_accuracy is None else other_accuracy
+    return 2 * math.sqrt(accuracy * (1 - accuracy) / images + other_accuracy * (1 - other_accuracy) / other_images)
 
 
 @dataclass

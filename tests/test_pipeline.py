@@ -260,9 +260,9 @@ def test_what_the_number_is_says_the_weights_size_positions_epochs_and_class_spl
     assert "weights: checkpoint source.pt, learnt on cat, dog at 32 px" in said
     assert "32 px, which leaves layer4 1x1 position(s)" in said  # 32 / 32: ResNet18 halves the side five times
     assert "3 epoch(s) of full fine-tuning, as many as the time budget allowed; the best on validation was epoch 2" in said
-    # 70% on 200 images against 20% on 100: 2 * sqrt(0.7 * 0.3 * (1/200 + 1/100)) = 11.2 points of noise
+    # 70% on 200 images against 20% on 100: 2 * sqrt(0.7 * 0.3 / 200 + 0.2 * 0.8 / 100) = 10.3 points of noise
     assert ("(cat, dog): 70.0% on average; the 1 new ones: 20.0%; 50.0 points apart, beyond the noise of a difference "
-            "(±11.2): the pretrained classes scored higher here") in said
+            "(±10.3): the pretrained classes scored higher here") in said
     assert "the two groups also differ in how hard their classes are" in said
     assert "at 15x the operations at this size" in said  # counted: 0.556 / 0.037 GFLOPs at 32 px
     assert ("what would raise it here: weights learnt on more images (ImageNet's), fed at the size they were learnt "

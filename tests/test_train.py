@@ -383,6 +383,10 @@ def test_difference_noise_is_two_standard_errors_of_a_difference():
     assert train.difference_noise(0.5, 5000) == pytest.approx(train.difference_noise(0.5, 500) / 10 ** 0.5)
     # samples of different sizes: 1,000 and 2,000 images at p = 0.45: 2 * sqrt(0.2475 * 0.0015) = 3.85 points
     assert train.difference_noise(0.45, 1000, 2000) == pytest.approx(0.0385, abs=1e-4)
+    # two accuracies, each with its own variance: 85.4% and 68.8% on 48 photos each,
+    # 2 * sqrt(0.854 * 0.146 / 48 + 0.688 * 0.312 / 48) = 16.8 points, more than the higher one alone gives (14.4)
+    assert train.difference_noise(0.854, 48, other_accuracy=0.688) == pytest.approx(0.1682, abs=1e-4)
+    assert train.difference_noise(0.854, 48) == pytest.approx(0.1441, abs=1e-4)
 
 
 def test_bf16_features_on_the_cpu_are_fp32_ones_within_bf16_precision_and_cached_apart(toy, monkeypatch):

@@ -373,9 +373,14 @@ def choose_size_and_plan(train_data: data.ImageData, val_data: data.ImageData, w
         if (plan.fits and plan.epochs >= min_epochs) or chosen == smallest:
             break
         chosen = sizes[sizes.index(chosen) + 1]
+    def shown(size: int) -> str:  # an estimate from the closest measured size below (fixed costs weigh less there)
+        if size in measured:
+            return f"{size} px ≈ {measured[size] / 60:.1f} min/epoch (measured)"
+        ref = max([s for s in measured if s <= size] or [min(measured)])
+        return f"{size} px ≈ {measured[ref] * (size / ref) ** 2 / 60:.1f} min/epoch (estimated from {ref} px)"
+
     lines = [f"sizes tried for these weights (native {models.describe_weights(weights)['native_size'] or 'none'}): "
-             + ", ".join(f"{s} px ≈ {measured[s] / 60:.1f} min/epoch (measured)" if s in measured else
-                         f"{s} px ≈ {estimates[s] / 60:.1f} min/epoch (estimated)" for s in sizes)]
+             + ", ".join(shown(s) for s in sizes)]
     if len(sizes) > 1:
         lines.append(f"chosen: {chosen} px, the largest at which {min_epochs} epochs of every run fit the "
                      f"{budget_seconds / 60:.0f}-minute budget" if plan.fits and plan.epochs >= min_epochs else

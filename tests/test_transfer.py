@@ -241,6 +241,9 @@ def test_the_largest_size_whose_two_epochs_fit_is_chosen_and_measured_again(spli
     assert task.size == expected and measured[0] == 64 and measured[-1] == expected
     assert plan.epochs >= 2 or expected == 64
     assert f"chosen: {expected} px" in why and "224 px" in why and task.normalization == "efficientnet-lite"
+    if expected == 96:  # measured at 64 and 128 px: 160 and 224 are shown scaled from 128's 156 s, not 64's 30 s
+        assert "160 px ≈ 4.1 min/epoch (estimated from 128 px)" in why  # 156 x (160/128)² = 243.75 s
+        assert "96 px ≈ 1.5 min/epoch (measured)" in why  # 30 x 1.5² x 1.3 = 87.75 s
 
 
 def test_probe_by_size_gives_one_row_per_source_and_size(splits, weights):

@@ -17,6 +17,9 @@ judge accepts: no record (a timeout, a crash, a dead kernel, a malformed report)
     python -m course_lib.grading release [--out notebooks]     learner notebooks from source/
     python -m course_lib.grading validate                       solutions pass, stubs and mutants fail
     python -m course_lib.grading grade [--jobs N] [--out grades/] submitted/
+    python -m course_lib.grading grade --shard K/N|auto [--out grades/] submitted/   1/N of the class (course_lib.shards)
+    python -m course_lib.grading merge grades/shard-*-of-N --out grades/            the shards as one grade
+    python -m course_lib.grading doctor                         will grading a class work here? (course_lib.doctor)
 """
 from __future__ import annotations
 
@@ -565,6 +568,20 @@ class Result:
                 "messages": self.messages, "notes": self.notes, "advisories": self.advisories,
                 "seconds": round(self.seconds, 1), "not_graded": self.not_graded}
 
+    @classmethod
+    def from_dict(cls, data: dict, student: str) -> "Result":
+        """The Result to_dict wrote; `student` is its folder name (to_dict keeps only the name as shown). A
+        malformed one is a ValueError."""
+        try:
+            scores, max_scores = ({str(k): float(v) for k, v in data[key].items()} for key in ("scores", "max_scores"))
+            not_graded = data["not_graded"]
+            if not isinstance(data["lesson"], str) or not (not_graded is None or isinstance(not_graded, str)):
+                raise TypeError("lesson or not_graded")
+            return cls(student, data["lesson"], scores, max_scores, dict(data["messages"]), list(data["notes"]),
+                       list(data["advisories"]), float(data["seconds"]), not_graded)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not a result the grader wrote ({type(e).__name__}: {e})") from None
+
 
 def _zero(source_nb, student: str, lesson: str, note: str) -> Result:
     result = Result(student, lesson, notes=[note])
@@ -775,11 +792,13 @@ def student_folders(submitted: Path) -> tuple[list[str], list[str]]:
 
 
 def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, timeout: int = 300,
-                 jobs: int | None = None, isolated: bool = True, progress: bool = True) -> list[Result]:
+                 jobs: int | None = None, isolated: bool = True, progress: bool = True,
+                 shard: tuple[int, int] | None = None) -> list[Result]:
     """Grade submitted/<student>/<lesson>.ipynb for every student and graded lesson, `jobs` sandboxes at
     a time. Each student's results/<student>/<lesson>.json, feedback/<student>.md and the grades.csv row
     are written (atomically) as soon as that student is done; autograded/<student>/ keeps the executed
-    notebooks. A lesson a student did not submit costs no run."""
+    notebooks. A lesson a student did not submit costs no run. `shard` (K, N): only the students of shard K
+    of N (course_lib.shards), with out_dir/shard.json saying which, for `merge`."""
     from tqdm.auto import tqdm
 
     submitted, out_dir = Path(submitted), Path(out_dir)
@@ -795,6 +814,10 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
     if not students:
         raise SystemExit(f"no student folders in {submitted}: expected {submitted}/<student>/<lesson>.ipynb")
     lessons = graded_lessons(source_dir)
+    if shard is not None:
+        from . import shards
+
+        students = shards.write_manifest(out_dir, shard, students, lessons)
     results: dict[str, list[Result]] = {s: [] for s in students}
     work = []
     for student in students:
@@ -822,10 +845,10 @@ def grade_folder(submitted: Path, out_dir: Path, source_dir: Path = SOURCE_DIR, 
                     _isolated(write_feedback, result.student, results[result.student], out_dir)
                 _isolated(write_grades, results, lessons, out_dir)
 
-        for student in students:  # students with nothing to run are done already
+        for student in students:  # lessons with nothing to run are done already, and so are students with no run
+            for result in results[student]:
+                _isolated(write_result, result, None, out_dir)
             if len(results[student]) == len(lessons):
-                for result in results[student]:
-                    _isolated(write_result, result, None, out_dir)
                 _isolated(write_feedback, student, results[student], out_dir)
         _isolated(write_grades, results, lessons, out_dir)
         with ThreadPoolExecutor(max_workers=jobs) as pool, \
@@ -874,14 +897,23 @@ def _spreadsheet_safe(text: str) -> str:
 NOT_GRADED = "not graded"
 
 
+def grade_columns(lessons: list[Lesson]) -> list[tuple[str, str, float]]:
+    """(lesson, grade_id, points) of every column of grades.csv, in order."""
+    return [(l.name, gid, points) for l in lessons for gid, points in exercises(l.notebook)]
+
+
 def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_dir: Path) -> None:
     """grades.csv: a row per student whose lessons are all graded, a column per exercise, a total, the maximum."""
-    columns = [(l.name, gid, points) for l in lessons for gid, points in exercises(l.notebook)]
+    atomic_write_text(out_dir / "grades.csv", grades_table(results, grade_columns(lessons), len(lessons)))
+
+
+def grades_table(results: dict[str, list[Result]], columns: list[tuple[str, str, float]], lesson_count: int) -> str:
+    """grades.csv's text: a row per student (in the order of `results`) with `lesson_count` results."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["student", *[f"{lesson}/{gid}" for lesson, gid, _ in columns], "total", "max"])
     for student, done in results.items():
-        if len(done) < len(lessons):
+        if len(done) < lesson_count:
             continue
         score = {(r.lesson, gid): v for r in done for gid, v in r.scores.items()}
         ungraded = {r.lesson for r in done if r.not_graded}
@@ -889,7 +921,7 @@ def write_grades(results: dict[str, list[Result]], lessons: list[Lesson], out_di
         cells = [NOT_GRADED if lesson in ungraded else f"{v:g}" for (lesson, _, _), v in zip(columns, row)]
         writer.writerow([_spreadsheet_safe(shown_name(student)), *cells, NOT_GRADED if ungraded else f"{sum(row):g}",
                          f"{sum(p for _, _, p in columns):g}"])
-    atomic_write_text(out_dir / "grades.csv", buf.getvalue())
+    return buf.getvalue()
 
 
 def markdown_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -1077,6 +1109,18 @@ def main(argv=None) -> int:
     grd.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the CPU cores)")
     grd.add_argument("--no-sandbox", action="store_true",
                      help="grade WITHOUT isolation where bubblewrap cannot run: one trusted learner's own notebooks only")
+    grd.add_argument("--shard", metavar="K/N|auto",
+                     help="grade only shard K (from 0) of N of the students, into OUT/shard-K-of-N; `auto`: K and N "
+                          "from a Slurm job array or a Kubernetes Indexed Job")
+    grd.add_argument("--shard-count", type=int, metavar="N",
+                     help="with --shard auto in a Kubernetes Indexed Job: N, the Job's completions (or set "
+                          "COURSE_SHARD_COUNT)")
+    mrg = sub.add_parser("merge", help="merge `grade --shard` folders into one grades.csv, feedback and results")
+    mrg.add_argument("shard_dirs", type=Path, nargs="+", metavar="SHARD_DIR")
+    mrg.add_argument("--out", type=Path, required=True)
+    doc = sub.add_parser("doctor", help="check that grading a class can work on this machine, and say what to fix")
+    doc.add_argument("--source", type=Path, default=SOURCE_DIR)
+    doc.add_argument("--out", type=Path, default=Path("grades"), help="where grades will go (its free disk)")
     args = parser.parse_args(argv)
     if args.command == "release":
         written = release(args.source, args.out)
@@ -1092,11 +1136,44 @@ def main(argv=None) -> int:
         print("\n".join(problems) or "valid: every solution passes, every stub fails, every mutant-suite answer "
               "is graded as expected by the public check and the hidden tests")
         return 1 if problems else 0
+    elif args.command == "doctor":
+        from .doctor import doctor
+
+        return doctor(args.source, args.out)
+    elif args.command == "merge":
+        from . import shards
+
+        try:
+            return shards.merge(args.shard_dirs, args.out)
+        except shards.ShardError as e:
+            print(f"merge refused: {e}", file=sys.stderr)
+            return 2
     else:
-        results = grade_folder(args.submitted, args.out, args.source, args.timeout, jobs=args.jobs,
-                               isolated=not args.no_sandbox)
-        print(f"graded {len({r.student for r in results})} student(s): {args.out / 'grades.csv'}, "
-              f"feedback in {args.out / 'feedback'}")
+        return _grade_command(args)
+    return 0
+
+
+def _grade_command(args) -> int:
+    out, shard = args.out, None
+    if args.shard is not None or args.shard_count is not None:
+        from . import shards
+
+        try:
+            shard = (shards.shard_from_env(count=args.shard_count) if (args.shard or "auto") == "auto"
+                     else shards.parse_shard(args.shard))
+            if args.shard_count not in (None, shard[1]):
+                raise shards.ShardError(f"--shard {args.shard} and --shard-count {args.shard_count} disagree")
+        except shards.ShardError as e:
+            print(f"grade: {e}", file=sys.stderr)
+            return 2
+        out = args.out / shards.folder_name(*shard)
+    results = grade_folder(args.submitted, out, args.source, args.timeout, jobs=args.jobs,
+                           isolated=not args.no_sandbox, shard=shard)
+    print(f"graded {len({r.student for r in results})} student(s): {out / 'grades.csv'}, "
+          f"feedback in {out / 'feedback'}")
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]} is done; when all {shard[1]} are, put them together with\n"
+              f"  python -m course_lib.grading merge {args.out}/shard-*-of-{shard[1]} --out {args.out}")
     return 0
 
 

@@ -35,7 +35,7 @@ RUN_DATA_DIR = os.environ.get(config.DATA_DIR_ENV)
 # the files that take longest, slowest first: started first, so two workers end together
 SLOWEST_FIRST = ("test_grading_lessons.py", "test_browser.py", "test_grading_attacks.py", "02_transfer_learning.ipynb",
                  "test_grading.py", "03_cifar10_resnet18.ipynb", "test_pipeline.py", "test_grading_slots.py",
-                 "test_grading_forgery.py")
+                 "test_grading_forgery.py", "test_grading_shards.py")
 
 
 def pytest_collection_modifyitems(config, items):
